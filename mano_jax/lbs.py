@@ -1,0 +1,252 @@
+"""The MANO forward pass: blend shapes, forward kinematics and linear blend skinning.
+
+    v_shaped = T + S beta                           shape blend shapes
+    J        = J_regressor v_shaped                 rest joints (16)
+    v_posed  = v_shaped + P vec(R_1..15 - I)        pose correctives
+    G_k      = G_parent(k) [R_k | J_k - J_parent]    forward kinematics
+    v        = sum_k w_k (G_k [I | -J_k]) v_posed    skinning
+
+Every function is pure and batched over any leading axes of the pose; jit, vmap, grad and pmap
+apply. Units are metres.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mano_jax import rotations
+from mano_jax.model import NUM_JOINTS, MANOModel
+
+# Fingertip vertex ids in the order thumb, index, middle, ring, pinky (reference/mano.md, 2.7).
+TIP_PRESETS = {
+    "freihand": {"right": (744, 320, 443, 555, 672), "left": (744, 320, 443, 555, 672)},
+    "manopth": {"right": (745, 317, 444, 556, 673), "left": (745, 317, 445, 556, 673)},
+    "smplx": {"right": (744, 320, 443, 554, 671), "left": (744, 320, 443, 554, 671)},
+    "ho3d": {"right": (744, 333, 444, 555, 672), "left": (744, 333, 444, 555, 672)},
+}
+
+# MANO order + tips (16 thumb, 17 index, 18 middle, 19 ring, 20 pinky) -> OpenPose/FreiHAND order.
+MANO_TO_OPENPOSE = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
+JOINT_ORDERS = ("openpose", "mano")
+POSE_SPACES = ("axis_angle", "pca", "rotmat")
+JOINT_KINDS = ("regressed", "fk")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MANOOutput:
+    """What `forward` returns. Leading axes are those of the pose input.
+
+    vertices: (..., V, 3) posed mesh, metres.
+    joints: (..., 21, 3) the 16 joints (regressed or FK) plus 5 fingertip vertices, in the
+      requested order (OpenPose/FreiHAND by default).
+    skeleton: (..., 16, 3) the posed kinematic-tree joints (FK), MANO order.
+    """
+
+    vertices: jax.Array
+    joints: jax.Array
+    skeleton: jax.Array
+
+
+def tip_vertex_ids(tips, side: str) -> tuple[int, ...]:
+    """Fingertip vertex ids (thumb, index, middle, ring, pinky) for a preset name or 5 ints."""
+    if isinstance(tips, str):
+        if tips not in TIP_PRESETS:
+            raise ValueError(f"unknown fingertip preset {tips!r}; choose one of {sorted(TIP_PRESETS)}"
+                             " or pass 5 vertex ids (thumb, index, middle, ring, pinky)")
+        return TIP_PRESETS[tips][side]
+    ids = tuple(int(i) for i in tips)
+    if len(ids) != 5:
+        raise ValueError(f"tips must name 5 vertex ids (thumb, index, middle, ring, pinky), got {ids}")
+    return ids
+
+
+def pose_to_rotations(model: MANOModel, pose, *, flat_hand_mean: bool, pose_space: str):
+    """Local joint rotations from any pose input.
+
+    Args:
+      pose: "axis_angle": (..., 48) = 3 global + 45 finger values, radians;
+            "pca": (..., 3 + k), 3 global axis-angle values then k in 1..45 PCA coefficients
+              (coefficients @ hands_components[:k]; k = 45 is PCA too, never a silent switch);
+            "rotmat": (..., 16, 3, 3) local rotation matrices, used as given.
+      flat_hand_mean: False adds `hands_mean` to the 45 finger values (FreiHAND's convention and
+        smplx's default); True uses them as the full rotation (manopth's default). Rotation
+        matrices are always full rotations, so "rotmat" requires True.
+    Returns:
+      (..., 16, 3, 3) local rotations in MANO joint order.
+    """
+    if pose_space not in POSE_SPACES:
+        raise ValueError(f"pose_space must be one of {POSE_SPACES}, got {pose_space!r}")
+    if pose_space == "rotmat":
+        if pose.shape[-3:] != (NUM_JOINTS, 3, 3):
+            raise ValueError(f"rotmat pose must have shape (..., 16, 3, 3), got {pose.shape}")
+        if not flat_hand_mean:
+            raise ValueError("rotation-matrix poses are full local rotations; pass "
+                             "flat_hand_mean=True (add hands_mean in axis-angle space first if needed)")
+        return pose
+    if pose.ndim < 1:
+        raise ValueError(f"pose must have a last axis of pose values, got shape {pose.shape}")
+    n = pose.shape[-1]
+    if pose_space == "axis_angle":
+        if n != 48:
+            raise ValueError(f"axis_angle pose must have 48 values (3 global + 45 fingers), got {n}"
+                             "; for PCA coefficients pass pose_space='pca'")
+        fingers = pose[..., 3:]
+    else:
+        k = n - 3
+        if not 1 <= k <= 45:
+            raise ValueError(f"pca pose must have 3 global values + 1..45 PCA coefficients, got {n} values")
+        fingers = pose[..., 3:] @ model.hands_components[:k]
+    if not flat_hand_mean:
+        fingers = fingers + model.hands_mean
+    axis_angle = jnp.concatenate([pose[..., :3], fingers], axis=-1)
+    return rotations.axis_angle_to_matrix(axis_angle.reshape(pose.shape[:-1] + (NUM_JOINTS, 3)))
+
+
+def shape_blend(model: MANOModel, betas):
+    """v_template + shapedirs @ betas. betas: (..., S), S <= model.num_betas -> (..., V, 3)."""
+    s = betas.shape[-1]
+    if s > model.num_betas:
+        raise ValueError(f"betas has {s} values but the model has {model.num_betas} shape directions")
+    return model.v_template + jnp.einsum("...s,vcs->...vc", betas, model.shapedirs[..., :s])
+
+
+def pose_blend(model: MANOModel, local_rotations):
+    """Pose-corrective offsets P vec(R_1..15 - I). (..., 16, 3, 3) -> (..., V, 3)."""
+    eye = jnp.eye(3, dtype=local_rotations.dtype)
+    features = (local_rotations[..., 1:, :, :] - eye).reshape(local_rotations.shape[:-3] + (-1,))
+    return jnp.einsum("...p,vcp->...vc", features, model.posedirs)
+
+
+def _levels(parents):
+    """Groups joints by tree depth (static): [(joint ids, parent ids), ...] below the root."""
+    depth = [0] * len(parents)
+    for j, p in enumerate(parents):
+        if p >= 0:
+            depth[j] = depth[p] + 1
+    return [
+        (np.array([j for j in range(len(parents)) if depth[j] == d]),
+         np.array([parents[j] for j in range(len(parents)) if depth[j] == d]))
+        for d in range(1, max(depth) + 1)
+    ]
+
+
+def forward_kinematics(parents, local_rotations, rest_joints):
+    """World rotations and positions of every joint, and the skinning transforms.
+
+    Args:
+      parents: static tuple, parents[j] < j, -1 for the root.
+      local_rotations: (..., J, 3, 3).
+      rest_joints: (..., J, 3) rest-pose joint positions.
+    Returns:
+      world_rotations (..., J, 3, 3), posed_joints (..., J, 3), and the skinning transforms
+      (..., J, 3, 4) = [R_world | t_world - R_world J_rest], which map rest-pose points of a
+      joint's region to their posed positions.
+    The tree is walked one depth level at a time, so a level's joints (the five fingers of
+    MANO) are composed in one batched matmul.
+    """
+    n = len(parents)
+    world_r = [None] * n
+    world_t = [None] * n
+    world_r[0] = local_rotations[..., 0, :, :]
+    world_t[0] = rest_joints[..., 0, :]
+    for ids, par in _levels(parents):
+        parent_r = jnp.stack([world_r[p] for p in par], axis=-3)
+        parent_t = jnp.stack([world_t[p] for p in par], axis=-2)
+        offset = rest_joints[..., ids, :] - rest_joints[..., par, :]
+        r = parent_r @ local_rotations[..., ids, :, :]
+        t = parent_t + jnp.einsum("...kab,...kb->...ka", parent_r, offset)
+        for i, j in enumerate(ids):
+            world_r[j], world_t[j] = r[..., i, :, :], t[..., i, :]
+    world_rotations = jnp.stack(world_r, axis=-3)
+    posed_joints = jnp.stack(world_t, axis=-2)
+    translation = posed_joints - jnp.einsum("...kab,...kb->...ka", world_rotations, rest_joints)
+    transforms = jnp.concatenate([world_rotations, translation[..., None]], axis=-1)
+    return world_rotations, posed_joints, transforms
+
+
+def skin(weights, transforms, points):
+    """Linear blend skinning. weights (V, J), transforms (..., J, 3, 4), points (..., V, 3)."""
+    blended = jnp.einsum("vj,...jab->...vab", weights, transforms)
+    return jnp.einsum("...vab,...vb->...va", blended[..., :3], points) + blended[..., 3]
+
+
+def forward(
+    model: MANOModel,
+    pose,
+    betas,
+    trans=None,
+    *,
+    flat_hand_mean: bool,
+    pose_space: str = "axis_angle",
+    joint_kind: str = "regressed",
+    tips="freihand",
+    joint_order: str = "openpose",
+) -> MANOOutput:
+    """The MANO hand for a batch of poses and shapes.
+
+    Args:
+      model: a `MANOModel` (`mano_jax.load_model(...)` or `mano_jax.procedural_model()`).
+      pose: see `pose_to_rotations`: (..., 48), (..., 3 + k) with pose_space="pca", or
+        (..., 16, 3, 3) with pose_space="rotmat". Radians.
+      betas: (..., S) shape coefficients, S <= model.num_betas; broadcast against the pose's
+        leading axes.
+      trans: optional (..., 3) translation in metres, added to every output point.
+      flat_hand_mean: explicit, see `pose_to_rotations`. FreiHAND poses need False.
+      joint_kind: "regressed" = J_regressor @ posed vertices (how FreiHAND's ground truth was
+        made) or "fk" = the forward-kinematics joint positions (smplx's `joints`).
+      tips: fingertip vertex preset ("freihand", "manopth", "smplx", "ho3d") or 5 vertex ids in
+        the order thumb, index, middle, ring, pinky.
+      joint_order: "openpose" (FreiHAND: wrist, thumb, index, middle, ring, pinky, base to tip)
+        or "mano" (16 kinematic-tree joints, then tips thumb, index, middle, ring, pinky).
+    Returns:
+      `MANOOutput` with vertices (..., V, 3), joints (..., 21, 3), skeleton (..., 16, 3).
+    """
+    if joint_kind not in JOINT_KINDS:
+        raise ValueError(f"joint_kind must be one of {JOINT_KINDS}, got {joint_kind!r}")
+    if joint_order not in JOINT_ORDERS:
+        raise ValueError(f"joint_order must be one of {JOINT_ORDERS}, got {joint_order!r}")
+    tip_ids = tip_vertex_ids(tips, model.side)
+    if max(tip_ids) >= model.num_vertices or min(tip_ids) < 0:
+        raise ValueError(f"fingertip ids {tip_ids} outside 0..{model.num_vertices - 1}")
+
+    dtype = model.v_template.dtype
+    pose = jnp.asarray(pose, dtype)
+    betas = jnp.asarray(betas, dtype)
+    local_rotations = pose_to_rotations(model, pose, flat_hand_mean=flat_hand_mean,
+                                        pose_space=pose_space)
+    batch = local_rotations.shape[:-3]
+    if betas.ndim < 1:
+        raise ValueError(f"betas must have a last axis of shape values, got shape {betas.shape}")
+    try:
+        batch = jnp.broadcast_shapes(batch, betas.shape[:-1])
+    except ValueError:
+        raise ValueError(f"betas leading shape {betas.shape[:-1]} does not broadcast with the "
+                         f"pose's {local_rotations.shape[:-3]}") from None
+    local_rotations = jnp.broadcast_to(local_rotations, batch + (NUM_JOINTS, 3, 3))
+    betas = jnp.broadcast_to(betas, batch + betas.shape[-1:])
+
+    v_shaped = shape_blend(model, betas)
+    rest_joints = jnp.einsum("jv,...vc->...jc", model.J_regressor, v_shaped)
+    v_posed = v_shaped + pose_blend(model, local_rotations)
+    _, skeleton, transforms = forward_kinematics(model.parents, local_rotations, rest_joints)
+    vertices = skin(model.weights, transforms, v_posed)
+
+    if trans is not None:
+        trans = jnp.asarray(trans, dtype)
+        if trans.shape[-1:] != (3,):
+            raise ValueError(f"trans must have shape (..., 3), got {trans.shape}")
+        vertices = vertices + trans[..., None, :]
+        skeleton = skeleton + trans[..., None, :]
+
+    if joint_kind == "regressed":
+        joints16 = jnp.einsum("jv,...vc->...jc", model.J_regressor, vertices)
+    else:
+        joints16 = skeleton
+    joints = jnp.concatenate([joints16, vertices[..., tip_ids, :]], axis=-2)
+    if joint_order == "openpose":
+        joints = joints[..., MANO_TO_OPENPOSE, :]
+    return MANOOutput(vertices=vertices, joints=joints, skeleton=skeleton)

@@ -1,0 +1,194 @@
+"""The MANO model as an immutable pytree, and the constants of the MANO topology.
+
+A `MANOModel` holds arrays only (the kinematic tree and the side are static metadata), so it can be
+passed straight into `jax.jit`, `vmap`, `grad` and `pmap`. Every function that needs the model
+takes it as an argument; nothing is hidden in module state.
+
+Array names follow the official MANO pickle (see reference/mano.md, section 2.1), with two
+conversions done once at load time: `J_regressor` is dense, and `kintree_table` becomes
+`parents` (a tuple with -1 for the root).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NUM_VERTICES = 778
+NUM_FACES = 1538
+NUM_JOINTS = 16  # kinematic-tree joints: wrist + 5 fingers x 3
+NUM_POSE_FEATURES = 135  # 15 finger joints x 9 entries of (R - I)
+
+# Parents in MANO order: 0 wrist; 1-3 index; 4-6 middle; 7-9 pinky; 10-12 ring; 13-15 thumb.
+MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
+JOINT_NAMES = (
+    "wrist",
+    "index1", "index2", "index3",
+    "middle1", "middle2", "middle3",
+    "pinky1", "pinky2", "pinky3",
+    "ring1", "ring2", "ring3",
+    "thumb1", "thumb2", "thumb3",
+)
+
+# The array keys of an official file, with their expected shapes. None = any size on that axis.
+# `shapedirs` may carry any number of shape directions; the official files have 10.
+REQUIRED_SHAPES = {
+    "v_template": (NUM_VERTICES, 3),
+    "shapedirs": (NUM_VERTICES, 3, None),
+    "posedirs": (NUM_VERTICES, 3, NUM_POSE_FEATURES),
+    "J_regressor": (NUM_JOINTS, NUM_VERTICES),
+    "weights": (NUM_VERTICES, NUM_JOINTS),
+    "kintree_table": (2, NUM_JOINTS),
+    "f": (NUM_FACES, 3),
+    "hands_components": (45, 45),
+    "hands_mean": (45,),
+}
+
+SIDES = ("right", "left")
+
+
+def float_dtype():
+    """The float dtype JAX computes in now: float64 when `jax_enable_x64` is on, else float32."""
+    return jnp.zeros((), dtype=float).dtype
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MANOModel:
+    """A MANO hand model. Units are metres; vertex and joint indices follow the official file.
+
+    Attributes:
+      v_template: (V, 3) rest-pose template vertices.
+      shapedirs: (V, 3, S) shape blend-shape directions (S = 10 in the official files).
+      posedirs: (V, 3, 135) pose-corrective directions, weighted by the flattened (R - I) of
+        the 15 finger joints.
+      J_regressor: (16, V) dense joint regressor (rows sum to 1).
+      weights: (V, 16) linear-blend-skinning weights (rows sum to 1).
+      faces: (F, 3) int32 triangle indices, counter-clockwise seen from outside.
+      hands_components: (45, 45) pose PCA basis, one component per row (not orthonormal).
+      hands_mean: (45,) mean finger pose, axis-angle.
+      parents: static tuple of 16 parent indices, -1 for the root.
+      side: static "right" or "left".
+    """
+
+    v_template: jax.Array
+    shapedirs: jax.Array
+    posedirs: jax.Array
+    J_regressor: jax.Array
+    weights: jax.Array
+    faces: jax.Array
+    hands_components: jax.Array
+    hands_mean: jax.Array
+    parents: tuple = dataclasses.field(default=MANO_PARENTS, metadata=dict(static=True))
+    side: str = dataclasses.field(default="right", metadata=dict(static=True))
+
+    @property
+    def num_betas(self) -> int:
+        return self.shapedirs.shape[-1]
+
+    @property
+    def num_vertices(self) -> int:
+        return self.v_template.shape[0]
+
+
+def model_from_arrays(arrays: dict, side: str, *, source: str = "model") -> MANOModel:
+    """Builds a `MANOModel` from a dict of official-format arrays, validating every key.
+
+    Args:
+      arrays: the official keys (`REQUIRED_SHAPES`) as array-likes; `J_regressor` may be a
+        scipy.sparse matrix. Extra keys are ignored.
+      side: "right" or "left".
+      source: a name for error messages (usually the file path).
+
+    Raises:
+      KeyError: a required key is missing (the message names it and the source).
+      ValueError: a key has the wrong shape, a non-finite value, or the tree is not MANO's.
+    """
+    if side not in SIDES:
+        raise ValueError(f"{source}: side must be 'right' or 'left', got {side!r}")
+    dense = {}
+    for key, expected in REQUIRED_SHAPES.items():
+        if key not in arrays:
+            raise KeyError(
+                f"{source}: required key {key!r} is missing (expected shape "
+                f"{_shape_str(expected)}); keys present: {sorted(arrays)}"
+            )
+        value = arrays[key]
+        if hasattr(value, "toarray"):  # scipy.sparse
+            value = value.toarray()
+        value = np.asarray(value)
+        if value.ndim != len(expected) or any(
+            e is not None and e != f for e, f in zip(expected, value.shape)
+        ):
+            raise ValueError(
+                f"{source}: key {key!r} has shape {value.shape}, expected {_shape_str(expected)}"
+            )
+        if not np.issubdtype(value.dtype, np.number):
+            raise ValueError(f"{source}: key {key!r} has non-numeric dtype {value.dtype}")
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise ValueError(f"{source}: key {key!r} holds non-finite values")
+        dense[key] = value
+    if dense["shapedirs"].shape[-1] < 1:
+        raise ValueError(f"{source}: key 'shapedirs' has no shape directions")
+
+    parents = tuple(int(p) for p in dense["kintree_table"][0].astype(np.int64))
+    parents = tuple(-1 if (p < 0 or p >= NUM_JOINTS) else p for p in parents)  # 2**32-1 = none
+    if parents != MANO_PARENTS:
+        raise ValueError(
+            f"{source}: kintree_table parents {parents} differ from MANO's {MANO_PARENTS}"
+        )
+    faces = dense["f"].astype(np.int64)
+    if faces.min() < 0 or faces.max() >= NUM_VERTICES:
+        raise ValueError(
+            f"{source}: key 'f' indexes vertices {faces.min()}..{faces.max()}, "
+            f"expected 0..{NUM_VERTICES - 1}"
+        )
+
+    dtype = float_dtype()
+    return MANOModel(
+        v_template=jnp.asarray(dense["v_template"], dtype),
+        shapedirs=jnp.asarray(dense["shapedirs"], dtype),
+        posedirs=jnp.asarray(dense["posedirs"], dtype),
+        J_regressor=jnp.asarray(dense["J_regressor"], dtype),
+        weights=jnp.asarray(dense["weights"], dtype),
+        faces=jnp.asarray(faces, jnp.int32),
+        hands_components=jnp.asarray(dense["hands_components"], dtype),
+        hands_mean=jnp.asarray(dense["hands_mean"], dtype),
+        parents=parents,
+        side=side,
+    )
+
+
+def model_to_arrays(model: MANOModel) -> dict:
+    """The model as a dict of NumPy arrays under the official keys (float64, dense regressor)."""
+    kintree = np.zeros((2, NUM_JOINTS), np.int64)
+    kintree[0] = [p if p >= 0 else 2**32 - 1 for p in model.parents]
+    kintree[1] = np.arange(NUM_JOINTS)
+    return {
+        "v_template": np.asarray(model.v_template, np.float64),
+        "shapedirs": np.asarray(model.shapedirs, np.float64),
+        "posedirs": np.asarray(model.posedirs, np.float64),
+        "J_regressor": np.asarray(model.J_regressor, np.float64),
+        "weights": np.asarray(model.weights, np.float64),
+        "kintree_table": kintree,
+        "f": np.asarray(model.faces, np.uint32),
+        "hands_components": np.asarray(model.hands_components, np.float64),
+        "hands_mean": np.asarray(model.hands_mean, np.float64),
+    }
+
+
+def fix_left_shapedirs(model: MANOModel) -> MANOModel:
+    """Negates the x component of `shapedirs`, the known sign bug of MANO_LEFT.pkl.
+
+    In the official left model the same betas change the shape differently from the right model
+    (vchoutas/smplx#48); negating `shapedirs[:, 0, :]` makes a left hand the mirror image of the
+    right hand with the same betas. Off by default everywhere, because datasets annotated with
+    the unfixed left file (and every peer layer) expect the original sign.
+    """
+    return dataclasses.replace(model, shapedirs=model.shapedirs.at[:, 0, :].multiply(-1.0))
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
