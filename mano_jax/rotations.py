@@ -84,8 +84,8 @@ def quaternion_to_axis_angle(quaternion):
     small = sin_sq < 1e-8
     sin_half = jnp.sqrt(jnp.where(small, 1.0, sin_sq))
     angle = 2.0 * jnp.arctan2(sin_half, w)
-    # angle / sin(angle / 2) -> 2 / w (1 + sin^2 / (6 w^2)) as sin -> 0 (w -> 1).
-    factor = jnp.where(small, 2.0 / w * (1.0 + sin_sq / (6.0 * w * w)), angle / sin_half)
+    # angle / sin(angle / 2) = 2 atan(s / w) / s = (2 / w) (1 - s^2 / (3 w^2) + O(s^4)), s = |v|.
+    factor = jnp.where(small, 2.0 / w * (1.0 - sin_sq / (3.0 * w * w)), angle / sin_half)
     return v * factor[..., None]
 
 
