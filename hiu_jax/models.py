@@ -1,0 +1,321 @@
+"""The HIU-DMTL network (Flax linen): cascaded multi-task stacks, then coarse-to-fine MANO regression.
+
+    image (B, 256, 256, 3)
+      -> stem: 7x7/2 conv (64) -> 7x7/2 conv (128)                       (B, 64, 64, 128)
+      -> K stacks, each: ResNet bottleneck encoder (skips at 64, 32, 16, 8 px) and three decoders
+         sharing the skips -> 21 heat maps, mask logits, 60 POF channels (20 bones x 3);
+         the next stack takes x + 1x1(features) + 1x1(predictions)   (hourglass-style)
+      -> feature encoder: strided conv blocks over [last features, predictions] -> vector (2048)
+      -> iterative regressor (HMR error feedback): theta += MLP([f, theta]), 3 iterations;
+         theta = weak-perspective camera (s, tx, ty), global rotation, finger pose, betas
+      -> MANO layer (mano_jax) -> root-relative vertices and 21 joints, projected to crop pixels.
+
+Design decisions where the paper is silent are in DESIGN.md ("The network"). Every size is a
+config field; `configs/` holds the full (ResNet-50 body per stack) and tiny sizes.
+
+Projection convention (crop pixels, origin at the crop's top-left corner, x right, y down):
+    uv = crop/2 * (1 + t + s * X_xy / PROJECTION_REF)
+with X root-relative in metres and PROJECTION_REF = 0.1 m, so s ~ 1 makes a 0.1 m offset span half
+the crop.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+import mano_jax
+from mano_jax import rotations
+
+PROJECTION_REF = 0.1  # metres; see the module docstring
+NUM_KEYPOINTS = 21
+NUM_BONES = 20
+POSE_PARAMETERISATIONS = ("axis_angle", "pca", "rot6d")
+
+
+def theta_layout(pose_parameterisation: str, pca_components: int = 12) -> dict:
+    """Slices of the regressor's theta vector: name -> (start, stop)."""
+    if pose_parameterisation not in POSE_PARAMETERISATIONS:
+        raise ValueError(f"pose_parameterisation must be one of {POSE_PARAMETERISATIONS}, "
+                         f"got {pose_parameterisation!r}")
+    if pose_parameterisation == "rot6d":
+        sizes = [("cam", 3), ("global_rot", 6), ("hand_pose", 15 * 6), ("betas", 10)]
+    else:
+        if pose_parameterisation == "pca" and not 1 <= pca_components <= 45:
+            raise ValueError(f"pca_components must be in 1..45, got {pca_components}")
+        finger = 45 if pose_parameterisation == "axis_angle" else pca_components
+        sizes = [("cam", 3), ("global_rot", 3), ("hand_pose", finger), ("betas", 10)]
+    layout, start = {}, 0
+    for name, size in sizes:
+        layout[name] = (start, start + size)
+        start += size
+    return layout
+
+
+def initial_theta(layout: dict, pose_parameterisation: str, init_scale: float = 0.8):
+    """theta at iteration 0: camera (s, 0, 0), identity rotations, mean finger pose, zero betas."""
+    size = max(stop for _, stop in layout.values())
+    theta = jnp.zeros((size,), jnp.float32).at[layout["cam"][0]].set(init_scale)
+    if pose_parameterisation == "rot6d":
+        eye6 = rotations.matrix_to_rotation_6d(jnp.eye(3))
+        theta = theta.at[slice(*layout["global_rot"])].set(eye6)
+        theta = theta.at[slice(*layout["hand_pose"])].set(jnp.tile(eye6, 15))
+    return theta
+
+
+def mano_from_theta(mano_model, theta, layout, pose_parameterisation):
+    """Runs MANO for a batch of theta. Returns root-relative vertices, joints and the pose.
+
+    theta: (B, T). Axis-angle and PCA poses are deviations from hands_mean (flat_hand_mean=False,
+    as FreiHAND stores them); 6D poses are full local rotations.
+    Returns dict(vertices (B, 778, 3), joints_3d (B, 21, 3), both minus the wrist (joint 0),
+    in metres, OpenPose/FreiHAND order; pose (B, 48) axis-angle with flat_hand_mean=False (PCA
+    coefficients expanded), or None for rot6d; betas (B, 10)).
+    """
+    betas = theta[..., slice(*layout["betas"])]
+    glob = theta[..., slice(*layout["global_rot"])]
+    fingers = theta[..., slice(*layout["hand_pose"])]
+    if pose_parameterisation == "rot6d":
+        rot = jnp.concatenate([glob[..., None, :], fingers.reshape(fingers.shape[:-1] + (15, 6))], -2)
+        rotmats = rotations.rotation_6d_to_matrix(rot)
+        out = mano_jax.forward(mano_model, rotmats, betas, flat_hand_mean=True, pose_space="rotmat")
+        pose = None
+    else:
+        if pose_parameterisation == "pca":
+            fingers = fingers @ mano_model.hands_components[: fingers.shape[-1]]
+        pose = jnp.concatenate([glob, fingers], -1)
+        out = mano_jax.forward(mano_model, pose, betas, flat_hand_mean=False)
+    root = out.joints[..., :1, :]
+    return dict(vertices=out.vertices - root, joints_3d=out.joints - root, pose=pose, betas=betas)
+
+
+def project_weak_perspective_crop(points, cam, crop_size):
+    """Root-relative points (B, N, 3) metres, cam (B, 3) = (s, tx, ty) -> (B, N, 2) crop pixels."""
+    s, t = cam[..., None, :1], cam[..., None, 1:3]
+    return 0.5 * crop_size * (1.0 + t + s * points[..., :2] / PROJECTION_REF)
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias) -> BatchNorm -> optional ReLU."""
+
+    features: int
+    kernel: int = 3
+    strides: int = 1
+    relu: bool = True
+    norm: Any = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides, use_bias=False,
+                    dtype=self.dtype, param_dtype=jnp.float32)(x)
+        x = self.norm()(x)
+        return nn.relu(x) if self.relu else x
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck: 1x1 -> 3x3 (stride) -> 1x1 (x4), projection shortcut when needed."""
+
+    width: int
+    strides: int = 1
+    norm: Any = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        conv = functools.partial(ConvBN, norm=self.norm, dtype=self.dtype)
+        y = conv(self.width, 1)(x)
+        y = conv(self.width, 3, self.strides)(y)
+        y = ConvBN(self.width * 4, 1, relu=False, dtype=self.dtype,
+                   norm=functools.partial(self.norm, scale_init=nn.initializers.zeros))(y)
+        if x.shape[-1] != self.width * 4 or self.strides != 1:
+            x = conv(self.width * 4, 1, self.strides, relu=False)(x)
+        return nn.relu(x + y)
+
+
+class Encoder(nn.Module):
+    """ResNet-style stages; returns the output of every stage (the decoders' skips)."""
+
+    widths: Sequence[int]
+    blocks: Sequence[int]
+    norm: Any = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        skips = []
+        for i, (width, count) in enumerate(zip(self.widths, self.blocks)):
+            for b in range(count):
+                strides = 2 if (i > 0 and b == 0) else 1
+                x = Bottleneck(width, strides, norm=self.norm, dtype=self.dtype)(x)
+            skips.append(x)
+        return skips
+
+
+class Decoder(nn.Module):
+    """Upsamples the deepest skip back to the first skip's resolution, merging each skip."""
+
+    width: int
+    norm: Any = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, skips):
+        conv = functools.partial(ConvBN, norm=self.norm, dtype=self.dtype)
+        x = conv(self.width, 1)(skips[-1])
+        for skip in reversed(skips[:-1]):
+            b, h, w, c = x.shape
+            x = jax.image.resize(x, (b, skip.shape[1], skip.shape[2], c), "bilinear")
+            x = conv(self.width, 3)(x + conv(self.width, 1)(skip))
+        return conv(self.width, 3)(x)
+
+
+class Stack(nn.Module):
+    """One multi-task stack: encoder + heat-map, mask and POF decoders sharing the skips."""
+
+    widths: Sequence[int]
+    blocks: Sequence[int]
+    decoder_width: int
+    norm: Any = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        skips = Encoder(self.widths, self.blocks, norm=self.norm, dtype=self.dtype)(x)
+        feats, preds = [], {}
+        for name, channels in (("heatmaps", NUM_KEYPOINTS), ("mask", 1), ("pof", 3 * NUM_BONES)):
+            f = Decoder(self.decoder_width, norm=self.norm, dtype=self.dtype, name=f"{name}_decoder")(skips)
+            feats.append(f)
+            preds[name] = nn.Conv(channels, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
+                                  name=f"{name}_head")(f)
+        return jnp.concatenate(feats, -1), preds
+
+
+class FeatureEncoder(nn.Module):
+    """Strided conv blocks over [features, predictions] down to one vector per image."""
+
+    channels: Sequence[int]
+    norm: Any = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        for c in self.channels:
+            x = ConvBN(c, 3, 2, norm=self.norm, dtype=self.dtype)(x)
+        return jnp.mean(x, axis=(1, 2))
+
+
+class Regressor(nn.Module):
+    """HMR-style iterative error feedback: theta_{i+1} = theta_i + MLP([f, theta_i])."""
+
+    theta_init: Any
+    hidden: Sequence[int]
+    iterations: int
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, features, train: bool):
+        features = features.astype(jnp.float32)  # the regressor runs in float32
+        theta = jnp.broadcast_to(self.theta_init, (features.shape[0], self.theta_init.shape[0]))
+        layers = [nn.Dense(h, name=f"fc{i}") for i, h in enumerate(self.hidden)]
+        out = nn.Dense(self.theta_init.shape[0], name="delta",
+                       kernel_init=nn.initializers.variance_scaling(0.01, "fan_avg", "uniform"))
+        drop = nn.Dropout(self.dropout)
+        thetas = []
+        for _ in range(self.iterations):
+            h = jnp.concatenate([features, theta], -1)
+            for layer in layers:
+                h = drop(nn.relu(layer(h)), deterministic=not train)
+            theta = theta + out(h)
+            thetas.append(theta)
+        return thetas
+
+
+class HIUNet(nn.Module):
+    """The full network. `config` is the `model` block of a config (see configs/default.py).
+
+    Fields:
+      config: model hyper-parameters (sizes, pose parameterisation, ...).
+      mano_model: the MANO hand (a `mano_jax.MANOModel`), used as a constant.
+      bn_axis_name: BatchNorm's cross-device axis: the pmap axis name, or None under jit with a
+        device mesh (statistics are then global without a collective).
+      dtype: computation dtype of the convolutions (jnp.bfloat16 for half precision); parameters,
+        BatchNorm statistics, the regressor and MANO stay float32.
+    """
+
+    config: ml_collections.ConfigDict
+    mano_model: Any
+    bn_axis_name: Any = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images, *, train: bool):
+        cfg = self.config
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be (B, H, W, 3), got {images.shape}")
+        crop = images.shape[1]
+        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                                 epsilon=1e-5, axis_name=self.bn_axis_name, dtype=self.dtype,
+                                 param_dtype=jnp.float32)
+        x = images.astype(self.dtype) * 2.0 - 1.0
+        for c in cfg.stem_channels:
+            x = ConvBN(c, 7, 2, norm=norm, dtype=self.dtype)(x)
+        outputs = {"heatmaps": [], "mask_logits": [], "pof": []}
+        feats = preds = None
+        for k in range(cfg.num_stacks):
+            if k > 0:
+                merged = jnp.concatenate([preds["heatmaps"], preds["mask"], preds["pof"]], -1)
+                x = x + ConvBN(x.shape[-1], 1, relu=False, norm=norm, dtype=self.dtype)(feats)
+                x = x + ConvBN(x.shape[-1], 1, relu=False, norm=norm, dtype=self.dtype)(merged)
+            feats, preds = Stack(cfg.encoder_widths, cfg.encoder_blocks, cfg.decoder_width,
+                                 norm=norm, dtype=self.dtype, name=f"stack{k}")(x)
+            b = images.shape[0]
+            heat = preds["heatmaps"]
+            if heat.shape[1] != cfg.heatmap_size:
+                heat = jax.image.resize(heat, (b, cfg.heatmap_size, cfg.heatmap_size, NUM_KEYPOINTS),
+                                        "bilinear")
+            outputs["heatmaps"].append(heat.astype(jnp.float32))
+            outputs["mask_logits"].append(jax.image.resize(
+                preds["mask"], (b, cfg.mask_size, cfg.mask_size, 1), "bilinear").astype(jnp.float32))
+            pof = preds["pof"]
+            if pof.shape[1] != cfg.heatmap_size:
+                pof = jax.image.resize(pof, (b, cfg.heatmap_size, cfg.heatmap_size, 3 * NUM_BONES),
+                                       "bilinear")
+            outputs["pof"].append(pof.astype(jnp.float32))
+        merged = jnp.concatenate([feats, preds["heatmaps"], preds["mask"], preds["pof"]], -1)
+        vector = FeatureEncoder(cfg.feature_channels, norm=norm, dtype=self.dtype)(merged)
+
+        layout = theta_layout(cfg.pose_parameterisation, cfg.pca_components)
+        thetas = Regressor(initial_theta(layout, cfg.pose_parameterisation, cfg.init_cam_scale),
+                           cfg.regressor_hidden, cfg.regressor_iterations,
+                           cfg.regressor_dropout)(vector, train)
+        outputs["theta"] = thetas
+        outputs["cam"], outputs["joints_3d_iters"], outputs["joints_2d_iters"] = [], [], []
+        for theta in thetas:
+            hand = mano_from_theta(self.mano_model, theta, layout, cfg.pose_parameterisation)
+            cam = theta[:, slice(*layout["cam"])]
+            outputs["cam"].append(cam)
+            outputs["joints_3d_iters"].append(hand["joints_3d"])
+            outputs["joints_2d_iters"].append(project_weak_perspective_crop(hand["joints_3d"], cam, crop))
+        outputs["vertices"] = hand["vertices"]
+        outputs["joints_3d"] = hand["joints_3d"]
+        outputs["joints_2d"] = outputs["joints_2d_iters"][-1]
+        outputs["vertices_2d"] = project_weak_perspective_crop(hand["vertices"], cam, crop)
+        outputs["mano_pose"] = hand["pose"] if hand["pose"] is not None else jnp.zeros(
+            (images.shape[0], 0), jnp.float32)
+        outputs["mano_betas"] = hand["betas"]
+        return outputs
+
+
+def build_model(model_config, mano_model=None, *, bn_axis_name=None, half_precision=False):
+    """HIUNet from a config block; the MANO model defaults to the procedural hand, or
+    `model_config.mano_path` when set (a user's MANO_RIGHT.pkl/.npz)."""
+    if mano_model is None:
+        path = model_config.get("mano_path", None)
+        mano_model = mano_jax.load_model(path) if path else mano_jax.procedural_model("right")
+    return HIUNet(model_config, mano_model, bn_axis_name=bn_axis_name,
+                  dtype=jnp.bfloat16 if half_precision else jnp.float32)

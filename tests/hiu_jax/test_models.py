@@ -1,0 +1,133 @@
+"""The HIU-DMTL network: output shapes for the tiny and the full config, conv/BN structure,
+mixed precision and BatchNorm's cross-device axis."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from configs import freihand, tiny
+from hiu_jax import models
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():
+    cfg = tiny.get_config()
+    net = models.build_model(cfg.model)
+    x = jax.random.uniform(jax.random.key(1), (2, cfg.crop_size, cfg.crop_size, 3))
+    variables = jax.jit(lambda k: net.init(k, x, train=False))(jax.random.key(0))
+    return cfg, net, x, variables
+
+
+def expected_shapes(cfg, batch):
+    m = cfg.model
+    hm, crop = m.heatmap_size, cfg.crop_size
+    theta = max(stop for _, stop in models.theta_layout(m.pose_parameterisation, m.pca_components).values())
+    per_stack = {"heatmaps": (batch, hm, hm, 21), "mask_logits": (batch, m.mask_size, m.mask_size, 1),
+                 "pof": (batch, hm, hm, 60)}
+    per_iter = {"theta": (batch, theta), "cam": (batch, 3), "joints_3d_iters": (batch, 21, 3),
+                "joints_2d_iters": (batch, 21, 2)}
+    finals = {"vertices": (batch, 778, 3), "joints_3d": (batch, 21, 3), "joints_2d": (batch, 21, 2),
+              "vertices_2d": (batch, 778, 2), "mano_pose": (batch, 48), "mano_betas": (batch, 10)}
+    assert crop > 0
+    return per_stack, per_iter, finals
+
+
+def check_outputs(out, cfg, batch):
+    per_stack, per_iter, finals = expected_shapes(cfg, batch)
+    for name, shape in per_stack.items():
+        assert len(out[name]) == cfg.model.num_stacks
+        assert all(o.shape == shape for o in out[name]), (name, [o.shape for o in out[name]])
+    for name, shape in per_iter.items():
+        assert len(out[name]) == cfg.model.regressor_iterations
+        assert all(o.shape == shape for o in out[name]), name
+    for name, shape in finals.items():
+        assert out[name].shape == shape, (name, out[name].shape)
+
+
+def test_tiny_output_shapes_and_values(tiny_setup):
+    cfg, net, x, variables = tiny_setup
+    out = jax.jit(lambda v: net.apply(v, x, train=False))(variables)
+    check_outputs(out, cfg, 2)
+    for leaf in jax.tree.leaves(out):
+        assert bool(jnp.all(jnp.isfinite(leaf)))
+    # Root-relative: the wrist is the origin of the 3D output.
+    np.testing.assert_allclose(out["joints_3d"][:, 0], 0.0, atol=1e-7)
+    # At initialisation the regressor starts from the mean hand, centred in the crop.
+    centre = jnp.mean(out["joints_2d"], axis=1)
+    assert bool(jnp.all(jnp.abs(centre - cfg.crop_size / 2) < cfg.crop_size / 2))
+
+
+def test_full_config_shapes_without_running_it():
+    cfg = freihand.get_config()
+    assert tuple(cfg.model.encoder_blocks) == (3, 4, 6, 3) and cfg.crop_size == 256
+    net = models.build_model(cfg.model)
+    x = jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32)
+    variables = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros(x.shape), train=False))
+    out = jax.eval_shape(lambda v: net.apply(v, jnp.zeros(x.shape), train=False), variables)
+    check_outputs(out, cfg, 2)
+    params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
+    assert 50e6 < params < 200e6, f"two ResNet-50 bodies + decoders + encoder: {params / 1e6:.1f} M"
+
+
+def test_convs_before_batchnorm_have_no_bias(tiny_setup):
+    _, _, _, variables = tiny_setup
+    flat = traverse_util.flatten_dict(variables["params"])
+    conv_bn = {k[:-2] for k in flat if len(k) >= 2 and k[-2] == "Conv_0" and k[-1] == "kernel"
+               and k[:-2] + ("BatchNorm_0", "scale") in flat}
+    assert conv_bn, "ConvBN blocks exist"
+    for prefix in conv_bn:
+        assert prefix + ("Conv_0", "bias") not in flat, prefix
+
+
+@pytest.mark.parametrize("parameterisation", ["pca", "rot6d"])
+def test_pose_parameterisations(parameterisation):
+    cfg = tiny.get_config()
+    cfg.model.pose_parameterisation = parameterisation
+    cfg.model.regressor_iterations = 1
+    net = models.build_model(cfg.model)
+    x = jnp.zeros((1, cfg.crop_size, cfg.crop_size, 3))
+    out = jax.eval_shape(lambda: net.init_with_output(jax.random.key(0), x, train=False)[0])
+    size = 3 + (3 + 12 + 10 if parameterisation == "pca" else 6 + 90 + 10)
+    assert out["theta"][0].shape == (1, size)
+    assert out["vertices"].shape == (1, 778, 3)
+
+
+def test_half_precision_keeps_float32_parameters(tiny_setup):
+    cfg, _, x, _ = tiny_setup
+    net = models.build_model(cfg.model, half_precision=True)
+    variables, out = jax.eval_shape(lambda: net.init_with_output(jax.random.key(0), x, train=False)[::-1])
+    for leaf in jax.tree.leaves(variables):
+        assert leaf.dtype == jnp.float32
+    assert out["heatmaps"][0].dtype == jnp.float32 and out["vertices"].dtype == jnp.float32
+    hlo = jax.jit(lambda v: net.apply(v, x, train=False)).lower(variables).as_text()
+    assert "bf16" in hlo, "convolutions run in bfloat16"
+
+
+def test_batchnorm_axis_name_under_pmap(tiny_setup):
+    cfg, _, x, variables = tiny_setup
+    n = jax.device_count()
+    assert n == 4, "tests/conftest.py asks for 4 CPU devices"
+    net = models.build_model(cfg.model, bn_axis_name="batch")
+    images = jax.random.uniform(jax.random.key(2), (n, 1) + x.shape[1:])
+
+    def stats(v, img):
+        _, upd = net.apply(v, img, train=True, mutable=["batch_stats"])
+        return upd["batch_stats"]
+
+    replicated = jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), variables)
+    got = jax.pmap(stats, axis_name="batch")(replicated, images)
+    single = models.build_model(cfg.model)  # axis_name None: statistics of the whole batch
+    _, upd = single.apply(variables, images.reshape((n,) + x.shape[1:]), train=True,
+                          mutable=["batch_stats"])
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(upd["batch_stats"])):
+        np.testing.assert_allclose(a[0], b, rtol=1e-4, atol=1e-5)  # float32 mean/var of 4 images
+        np.testing.assert_array_equal(a[0], a[-1])
+
+
+def test_rejects_bad_input(tiny_setup):
+    _, net, _, variables = tiny_setup
+    with pytest.raises(ValueError, match="images must be"):
+        net.apply(variables, jnp.zeros((2, 64, 64)), train=False)
+    with pytest.raises(ValueError, match="pose_parameterisation"):
+        models.theta_layout("quaternion")
