@@ -1,0 +1,624 @@
+"""Loss terms of HIU-DMTL: a registry of pure per-sample terms, and their labeled-sample average.
+
+A loss term is a pure function
+
+    term(outputs, batch, cfg) -> (B,) per-sample values
+
+of the network's output dict (`models.HIUNet.__call__`), the batch (`datasets.pipeline.
+OUTPUT_SCHEMA`, leading axis B) and `cfg`, the `loss` config block (`loss_config()`) with one more
+field, `cfg.mano_model` (the network's `mano_jax.MANOModel`, or None). `register(name, flag=...)`
+stores a term with the availability flag(s) that gate it: the batch's 0/1 `has_*` fields whose
+product says which samples are labeled for it; flag=None marks a self-supervised term, which needs
+no labels. The config's `terms` block maps names to weights; adding a term is one decorated
+function plus one config line (docs/adding_a_loss.md).
+
+`total_loss` averages every term over the samples labeled for it, f = flags * batch["valid"]:
+
+    mean_t = sum_i f_i v_i / max(sum_i f_i, 1)        loss = sum_t weight_t * mean_t
+
+so datasets with different labels mix in one batch, and no dataset needs its own code path.
+
+Data parallelism (`axis_name`): the count sum_i f_i is the GLOBAL one (psum over the axis), and
+each device returns its SHARE of the global loss,
+
+    share_d = n_devices * sum_{i on d} w f_i v_i / max(global count, 1),
+
+whose mean over devices is exactly the single-device loss of the whole batch (up to float
+summation order). So the train step does the usual `lax.pmean(grads)` (pmap) or differentiates
+`lax.pmean(share)` (shard_map): both give the exact global gradient. Do not psum the share, and
+do not divide it again. The metrics are already global (identical on every device; a pmean leaves
+them unchanged). Under `jax.jit` with a sharded global batch pass axis_name=None: the batch is
+global, the plain formula is exact.
+
+Conventions (DESIGN.md, datasets/pipeline.py): crop pixels continuous with the pixel (row r,
+col c) CENTRED at (u, v) = (c, r); heat-map coordinates h = (p + 0.5) M / N - 0.5 for a crop of
+N and a heat map of M pixels (`crop_to_heatmap`); joints in FreiHAND order; 3D root-relative in
+metres; bones (parent, child) as `datasets.pipeline.BONES` (repeated here: hiu_jax must not import
+datasets). The supervised mask is compared at the logits' resolution (the crop mask is box
+averaged when the logits are smaller).
+
+Units and default weights (`loss_config`): 2D errors are in crop pixels divided by the crop size
+N; 3D errors are L1 in metres with weight 100 (a 1 cm error in each coordinate of every joint
+costs 3); heat maps are the pipeline's peak-1 Gaussians compared by MSE with weight 1000 (HAMR's
+heat-map weight); MANO pose in radians, shape coefficients unitless.
+
+Labels from another hand model: "vertices" and "joints_3d" are root-relative at joint 0 of each
+model, and "mano_pose"/"mano_betas" compare parameters; both only make sense when the dataset's
+MANO model is the network's (e.g. FreiHAND labels with the licensed MANO file given to the
+network). With the procedural hand and real MANO labels, set those weights to 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Callable, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hiu_jax import render
+
+NUM_KEYPOINTS = 21
+NUM_BONES = 20
+# Bones (parent, child) in FreiHAND joint order, as datasets.pipeline.BONES: per finger f (thumb 0
+# .. pinky 4) 0-(4f+1), (4f+1)-(4f+2), (4f+2)-(4f+3), (4f+3)-(4f+4). POF channel 3b+k: axis k of b.
+BONES = tuple((0 if j == 0 else 4 * f + j, 4 * f + j + 1) for f in range(5) for j in range(4))
+BONE_PARENTS = np.array([p for p, _ in BONES], np.int32)
+BONE_CHILDREN = np.array([c for _, c in BONES], np.int32)
+
+KEYPOINT_LOSSES = ("l1", "smooth_l1")
+SILHOUETTE_LOSSES = ("l2", "bce")
+POF_REGIONS = ("mesh", "magnitude")
+RESERVED_NAMES = ("loss",)  # metric keys that a term may not take
+
+
+# ----------------------------------------------------------------------------------------------
+# The registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """A registered loss term: fn(outputs, batch, cfg) -> (B,); flags: names of the batch's 0/1
+    availability fields multiplied together (() = self-supervised: every valid sample)."""
+
+    name: str
+    fn: Callable
+    flags: Tuple[str, ...]
+
+
+_REGISTRY: dict = {}
+
+
+def register(name: str, flag=None):
+    """Decorator: registers `fn(outputs, batch, cfg) -> (B,)` as the loss term `name`.
+
+    flag: None (self-supervised), a batch field name such as "has_3d", or a tuple of names whose
+    product gates the term. Raises ValueError for a taken or reserved name.
+    """
+    if flag is None:
+        flags = ()
+    elif isinstance(flag, str):
+        flags = (flag,)
+    else:
+        flags = tuple(flag)
+        if not all(isinstance(f, str) for f in flags):
+            raise ValueError(f"term {name!r}: flag must be None, a str or a tuple of str, "
+                             f"got {flag!r}")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a term name must be a non-empty str, got {name!r}")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"term name {name!r} is reserved for a metric")
+
+    def decorator(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"loss term {name!r} is already registered (by "
+                             f"{_REGISTRY[name].fn.__module__}.{_REGISTRY[name].fn.__qualname__})")
+        _REGISTRY[name] = Term(name, fn, flags)
+        return fn
+
+    return decorator
+
+
+def registered_terms() -> dict:
+    """name -> Term of every registered term (a copy)."""
+    return dict(_REGISTRY)
+
+
+# ----------------------------------------------------------------------------------------------
+# The config block
+
+
+def loss_config() -> ml_collections.ConfigDict:
+    """The `loss` block of a config: term weights, level weights, switches and constants."""
+    c = ml_collections.ConfigDict()
+    # Term name -> weight; 0 switches a term off (it is then not computed).
+    c.terms = ml_collections.ConfigDict(dict(
+        heatmaps=1000.0,  # MSE of peak-1 Gaussians, per stack (HAMR's heat-map weight)
+        mask=1.0,  # binary cross-entropy on logits (+ Dice if mask_dice), per stack
+        pof=1.0,  # squared error of the POF vectors on the bones' regions, per stack
+        joints_2d=10.0,  # per regressor iteration; crop px / crop size
+        joints_3d=100.0,  # per regressor iteration; L1, metres
+        vertices=100.0,  # L1, metres
+        mano_pose=1.0,  # squared error of the 48 axis-angle values (radians)
+        mano_betas=0.1,  # squared error of the 10 shape coefficients
+        shape_prior=1e-3,  # ||betas||^2
+        pose_prior=1e-4,  # ||finger pose deviation from hands_mean||^2 (radians^2)
+        silhouette=1.0,  # self-supervised: rendered mesh vs predicted mask
+        joints_consistency=10.0,  # self-supervised: projected mesh joints vs heat-map joints
+        pof_consistency=0.1,  # self-supervised: mesh bone directions vs predicted POF
+    ))
+    c.stack_weights = ()  # one weight per stack (heatmaps, mask, pof); () = 1 for every stack
+    c.iteration_weights = ()  # one per regressor iteration (joints_2d/3d); () = 1 for each
+    c.keypoint_loss = "smooth_l1"  # "l1" | "smooth_l1", for joints_2d and joints_consistency
+    c.smooth_l1_beta = 0.01  # smooth-L1 knee, in crop-normalised units (2.56 px at 256)
+    c.mask_dice = False  # add a Dice loss to the mask term
+    c.mask_dice_weight = 1.0  # its weight inside the mask term
+    c.silhouette_loss = "l2"  # "l2" (squared difference) | "bce" (cross-entropy - target entropy)
+    c.silhouette_sigma = 1.0  # soft rasteriser sigma, mask pixels^2 (edge ~ sqrt(sigma) px)
+    # Soft-argmax: softmax(H / T) over the pixels. With peak-1 Gaussian heat maps of sigma s, the
+    # weights near the peak are a Gaussian of std s sqrt(T), and the background's mass relative to
+    # the peak's is about M^2 exp(-1/T) / (2 pi s^2 T): 6e-8 for T = 0.04, M = 64, s = 2.
+    c.softargmax_temperature = 0.04
+    c.joints_consistency_confidence = True  # weight joints by clip(max of their heat map, 0, 1)
+    c.pof_consistency_region = "mesh"  # "mesh": 2D bone region of the mesh joints; "magnitude"
+    c.pof_consistency_width = 1.0  # half-width of that region, heat-map pixels (pipeline pof_width)
+    return c
+
+
+def _level_weights(values, count: int, what: str, per: str) -> Tuple[float, ...]:
+    weights = tuple(float(w) for w in values)
+    if not weights:
+        return (1.0,) * count
+    if len(weights) != count:
+        raise ValueError(f"loss config: {what} = {weights} has {len(weights)} entries, but the "
+                         f"outputs have {count} {per}; give {count} weights or () for all 1")
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise ValueError(f"loss config: {what} = {weights} must be finite and >= 0")
+    return weights
+
+
+def validate_loss_config(loss_cfg) -> dict:
+    """Checks a loss block; returns {name: weight} of the active terms (weight != 0).
+
+    Raises ValueError naming the bad field: an unknown term (listing the registered names), a
+    weight that is not a finite number >= 0, an unknown option of a switch.
+    """
+    if "terms" not in loss_cfg:
+        raise ValueError("loss config has no 'terms' block (name -> weight); see loss_config()")
+    active = {}
+    for name, weight in loss_cfg.terms.items():
+        if name not in _REGISTRY:
+            raise ValueError(f"loss config: unknown loss term {name!r}; registered terms: "
+                             f"{sorted(_REGISTRY)}")
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not (
+                math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"loss config: terms.{name} = {weight!r} must be a finite number >= 0")
+        if weight:
+            active[name] = float(weight)
+    for field, options in (("keypoint_loss", KEYPOINT_LOSSES),
+                           ("silhouette_loss", SILHOUETTE_LOSSES),
+                           ("pof_consistency_region", POF_REGIONS)):
+        if field in loss_cfg and loss_cfg[field] not in options:
+            raise ValueError(f"loss config: {field} = {loss_cfg[field]!r} must be one of {options}")
+    for field in ("smooth_l1_beta", "silhouette_sigma", "softargmax_temperature",
+                  "pof_consistency_width"):
+        if field in loss_cfg and not (math.isfinite(loss_cfg[field]) and loss_cfg[field] > 0):
+            raise ValueError(f"loss config: {field} = {loss_cfg[field]!r} must be finite and > 0")
+    return active
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry helpers (pipeline conventions)
+
+
+def crop_to_heatmap(p, crop_size: int, heatmap_size: int):
+    """Crop pixel coordinates -> heat-map coordinates: h = (p + 0.5) M / N - 0.5 (pixel areas
+    aligned, centres at integers in both; as datasets.pipeline.crop_to_heatmap)."""
+    return (p + 0.5) * (heatmap_size / crop_size) - 0.5
+
+
+def heatmap_to_crop(h, crop_size: int, heatmap_size: int):
+    """Heat-map coordinates -> crop pixel coordinates: p = (h + 0.5) N / M - 0.5."""
+    return (h + 0.5) * (crop_size / heatmap_size) - 0.5
+
+
+def crop_to_render_pixels(p, crop_size: int, size: int):
+    """Crop pixel coordinates -> coordinates of `hiu_jax.render` on a size x size image covering
+    the crop, whose pixel k has its centre at k + 0.5: u = (p + 0.5) size / N."""
+    return (p + 0.5) * (size / crop_size)
+
+
+def crop_size_of(batch) -> int:
+    """The crop size N (static), from batch["image"] (B, N, N, 3)."""
+    return int(batch["image"].shape[-3])
+
+
+def soft_argmax(heatmaps, temperature: float):
+    """Expected pixel position under softmax(H / T) over each map's pixels.
+
+    heatmaps (B, M, M, J) -> (B, J, 2) heat-map coordinates (x = column, y = row; pixel centres
+    at integers).
+    """
+    b, m, w, j = heatmaps.shape
+    logits = heatmaps.reshape(b, m * w, j) / temperature
+    prob = jax.nn.softmax(logits, axis=1).reshape(b, m, w, j)
+    x = jnp.einsum("bhwj,w->bj", prob, jnp.arange(w, dtype=heatmaps.dtype))
+    y = jnp.einsum("bhwj,h->bj", prob, jnp.arange(m, dtype=heatmaps.dtype))
+    return jnp.stack([x, y], -1)
+
+
+def bone_directions(joints_3d, eps: float = 1e-9):
+    """Unit vectors child - parent of the 20 BONES: (B, 21, 3) -> (B, 20, 3); 0 for a bone
+    shorter than eps (metres)."""
+    d = joints_3d[:, BONE_CHILDREN] - joints_3d[:, BONE_PARENTS]
+    length2 = jnp.sum(d * d, -1, keepdims=True)
+    safe = jnp.where(length2 > eps * eps, length2, 1.0)
+    return jnp.where(length2 > eps * eps, d * jax.lax.rsqrt(safe), 0.0)
+
+
+def bone_regions(joints_hm, size: int, width: float):
+    """The pipeline's POF regions: pixels whose centre is within `width` of the 2D bone.
+
+    joints_hm (B, 21, 2) heat-map coordinates -> (B, M, M, 20) float 0/1, M = size.
+    """
+    g = jnp.arange(size, dtype=joints_hm.dtype)
+    pix = jnp.stack(jnp.meshgrid(g, g, indexing="xy"), -1)[None, :, :, None, :]  # (1,M,M,1,2)
+    a = joints_hm[:, BONE_PARENTS][:, None, None]  # (B, 1, 1, 20, 2)
+    ab = joints_hm[:, BONE_CHILDREN][:, None, None] - a
+    ab2 = jnp.maximum(jnp.sum(ab * ab, -1), 1e-12)
+    t = jnp.clip(jnp.sum((pix - a) * ab, -1) / ab2, 0.0, 1.0)
+    r = pix - a - t[..., None] * ab
+    return (jnp.sum(r * r, -1) <= width * width).astype(joints_hm.dtype)
+
+
+def area_downsample(images, size: int):
+    """(B, N, N, C) -> (B, size, size, C) mean over N/size x N/size blocks (N divisible)."""
+    b, n, _, c = images.shape
+    if n == size:
+        return images
+    if n % size:
+        raise ValueError(f"the crop mask ({n} px) cannot be box-averaged to the mask logits' "
+                         f"{size} px; use a mask_size that divides the crop size")
+    f = n // size
+    return images.reshape(b, size, f, size, f, c).mean(axis=(2, 4))
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-element losses
+
+
+def sigmoid_binary_cross_entropy(logits, targets):
+    """-t log sigmoid(x) - (1 - t) log(1 - sigmoid(x)) = softplus(x) - t x, elementwise."""
+    return jax.nn.softplus(logits) - targets * logits
+
+
+def dice_loss(prob, targets):
+    """1 - (2 |P T| + 1) / (|P| + |T| + 1) per sample, written as the sum of non-negative terms
+    (sum p (1 - t) + sum t (1 - p)) / (sum p + sum t + 1). prob, targets (B, ...) -> (B,)."""
+    axes = tuple(range(1, prob.ndim))
+    mismatch = jnp.sum(prob * (1.0 - targets) + targets * (1.0 - prob), axes)
+    return mismatch / (jnp.sum(prob, axes) + jnp.sum(targets, axes) + 1.0)
+
+
+def smooth_l1(x, beta: float):
+    """Huber-type: 0.5 x^2 / beta for |x| < beta, |x| - 0.5 beta beyond."""
+    ax = jnp.abs(x)
+    return jnp.where(ax < beta, 0.5 * x * x / beta, ax - 0.5 * beta)
+
+
+def keypoint_error_2d(pred, target, crop_size: int, cfg):
+    """Per-joint 2D error: sum over (u, v) of rho(delta / N), rho = |.| or smooth-L1.
+    pred, target (B, J, 2) crop pixels -> (B, J)."""
+    delta = (pred - target) / crop_size
+    if cfg.keypoint_loss == "l1":
+        return jnp.sum(jnp.abs(delta), -1)
+    return jnp.sum(smooth_l1(delta, cfg.smooth_l1_beta), -1)
+
+
+def _check_shape(name: str, pred, target):
+    if pred.shape != target.shape:
+        raise ValueError(f"loss term {name}: the prediction has shape {pred.shape} but the "
+                         f"target has {target.shape}")
+
+
+def _per_level(preds, cfg_weights, field, per, fn):
+    """sum_k w_k fn(preds[k]) over the stacks / iterations of a list output; w from cfg[field]."""
+    weights = _level_weights(cfg_weights, len(preds), field, per)
+    total = jnp.zeros(preds[0].shape[:1], jnp.float32)
+    for w, pred in zip(weights, preds):
+        if w:
+            total = total + w * fn(pred)
+    return total
+
+
+def _needs_mano(name, cfg):
+    model = cfg.get("mano_model", None)
+    if model is None:
+        raise ValueError(f"loss term {name!r} needs the MANO model: pass mano_model= to "
+                         "total_loss (the network's model)")
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Supervised terms
+
+
+@register("heatmaps", flag="has_2d")
+def heatmap_mse(outputs, batch, cfg):
+    """sum_stacks w_s mean_j vis_j mean_pixels (H_pred - H)^2.
+    outputs["heatmaps"]: list of (B, M, M, 21); batch heatmaps (B, M, M, 21), visibility (B, 21)."""
+    target, vis = batch["heatmaps"], batch["keypoint_visibility"]
+
+    def one(pred):
+        _check_shape("heatmaps", pred, target)
+        per_joint = jnp.mean(jnp.square(pred - target), axis=(1, 2))  # (B, 21)
+        return jnp.mean(vis * per_joint, -1)
+
+    return _per_level(outputs["heatmaps"], cfg.stack_weights, "stack_weights", "stacks", one)
+
+
+@register("mask", flag="has_mask")
+def mask_cross_entropy(outputs, batch, cfg):
+    """sum_stacks w_s [mean_pixels BCE(logits, mask) + dice_weight * Dice (if mask_dice)].
+    outputs["mask_logits"]: list of (B, S, S, 1); batch mask (B, N, N, 1) in {0, 1}, box-averaged
+    to S when S < N (soft targets on the hand's edge)."""
+    logits0 = outputs["mask_logits"][0]
+    target = area_downsample(batch["mask"], logits0.shape[1])
+
+    def one(logits):
+        _check_shape("mask", logits, target)
+        value = jnp.mean(sigmoid_binary_cross_entropy(logits, target), axis=(1, 2, 3))
+        if cfg.mask_dice:
+            value = value + cfg.mask_dice_weight * dice_loss(jax.nn.sigmoid(logits), target)
+        return value
+
+    return _per_level(outputs["mask_logits"], cfg.stack_weights, "stack_weights", "stacks", one)
+
+
+@register("pof", flag=("has_3d", "has_intrinsics"))
+def pof_mse(outputs, batch, cfg):
+    """sum_stacks w_s sum_{pixels, bones} w ||P_pred - P||^2 / max(sum w, 1), w = pof_weight.
+    outputs["pof"]: list of (B, M, M, 60); batch pof (B, M, M, 60), pof_weight (B, M, M, 20).
+    (The pipeline defines the POF where has_3d and has_intrinsics.)"""
+    target, weight = batch["pof"], batch["pof_weight"]
+    b, m, _, _ = target.shape
+    count = jnp.maximum(jnp.sum(weight, axis=(1, 2, 3)), 1.0)
+
+    def one(pred):
+        _check_shape("pof", pred, target)
+        err = jnp.sum(jnp.square(pred - target).reshape(b, m, m, NUM_BONES, 3), -1)
+        return jnp.sum(weight * err, axis=(1, 2, 3)) / count
+
+    return _per_level(outputs["pof"], cfg.stack_weights, "stack_weights", "stacks", one)
+
+
+@register("joints_2d", flag="has_2d")
+def keypoints_2d_l1(outputs, batch, cfg):
+    """sum_iters w_i mean_j vis_j rho((uv_pred - uv) / N): L1 or smooth-L1 in crop-normalised
+    units. outputs["joints_2d_iters"]: list of (B, 21, 2) crop px; batch keypoints_2d (B, 21, 2)."""
+    target, vis, n = batch["keypoints_2d"], batch["keypoint_visibility"], crop_size_of(batch)
+
+    def one(pred):
+        _check_shape("joints_2d", pred, target)
+        return jnp.mean(vis * keypoint_error_2d(pred, target, n, cfg), -1)
+
+    return _per_level(outputs["joints_2d_iters"], cfg.iteration_weights, "iteration_weights",
+                      "iterations", one)
+
+
+@register("joints_3d", flag="has_3d")
+def keypoints_3d_l1(outputs, batch, cfg):
+    """sum_iters w_i mean_j sum_xyz |X_pred - X| (metres, root-relative).
+    outputs["joints_3d_iters"]: list of (B, 21, 3); batch joints_3d (B, 21, 3)."""
+    target = batch["joints_3d"]
+
+    def one(pred):
+        _check_shape("joints_3d", pred, target)
+        return jnp.mean(jnp.sum(jnp.abs(pred - target), -1), -1)
+
+    return _per_level(outputs["joints_3d_iters"], cfg.iteration_weights, "iteration_weights",
+                      "iterations", one)
+
+
+@register("vertices", flag="has_mesh")
+def vertices_l1(outputs, batch, cfg):
+    """mean_v sum_xyz |V_pred - V| (metres, root-relative); (B, 778, 3) each."""
+    pred, target = outputs["vertices"], batch["vertices"]
+    _check_shape("vertices", pred, target)
+    return jnp.mean(jnp.sum(jnp.abs(pred - target), -1), -1)
+
+
+def target_pose_deviation(pose, flat_hand_mean, hands_mean):
+    """The network's pose convention (deviation from hands_mean) of a label.
+
+    pose (B, 48) axis-angle; flat_hand_mean (B,) 1 = its 45 finger values are full rotations
+    (then hands_mean (45,) is subtracted), 0 = already deviations (FreiHAND). -> (B, 48)."""
+    mean48 = jnp.concatenate([jnp.zeros((3,), pose.dtype), jnp.asarray(hands_mean, pose.dtype)])
+    return pose - flat_hand_mean[:, None] * mean48
+
+
+def _pose_output(name, outputs):
+    pose = outputs["mano_pose"]
+    if pose.shape[-1] != 48:
+        raise ValueError(f"loss term {name!r} needs a 48-value axis-angle mano_pose output, got "
+                         f"shape {pose.shape} (the 'rot6d' parameterisation gives none); set "
+                         f"loss.terms.{name} = 0")
+    return pose
+
+
+@register("mano_pose", flag="has_mano")
+def mano_pose_mse(outputs, batch, cfg):
+    """mean over 48 of (pose_pred - pose_target)^2, radians^2; both as deviations from
+    hands_mean (`target_pose_deviation`, which needs cfg.mano_model.hands_mean)."""
+    pred = _pose_output("mano_pose", outputs)
+    hands_mean = _needs_mano("mano_pose", cfg).hands_mean
+    target = target_pose_deviation(batch["mano_pose"], batch["mano_flat_hand_mean"], hands_mean)
+    _check_shape("mano_pose", pred, target)
+    return jnp.mean(jnp.square(pred - target), -1)
+
+
+@register("mano_betas", flag="has_mano")
+def mano_betas_mse(outputs, batch, cfg):
+    """mean over 10 of (beta_pred - beta)^2; (B, 10) each."""
+    pred, target = outputs["mano_betas"], batch["mano_betas"]
+    _check_shape("mano_betas", pred, target)
+    return jnp.mean(jnp.square(pred - target), -1)
+
+
+@register("shape_prior", flag=None)
+def shape_prior(outputs, batch, cfg):
+    """||betas||^2 (B,): keeps the shape near MANO's mean."""
+    return jnp.sum(jnp.square(outputs["mano_betas"]), -1)
+
+
+@register("pose_prior", flag=None)
+def pose_prior(outputs, batch, cfg):
+    """||finger pose - hands_mean||^2 (B,), radians^2: the 45 finger values of mano_pose."""
+    return jnp.sum(jnp.square(_pose_output("pose_prior", outputs)[:, 3:]), -1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Self-supervised terms (no labels; the other branch's side is stop-gradient)
+
+
+@register("silhouette", flag=None)
+def silhouette_consistency(outputs, batch, cfg):
+    """Soft silhouette of the predicted mesh vs the last stack's predicted mask (stop-gradient).
+
+    The mesh outputs["vertices_2d"] (B, 778, 2) crop px is rasterised (render.soft_silhouette,
+    sigma = cfg.silhouette_sigma mask px^2) at the mask logits' resolution S; the target is
+    t = sigmoid(mask_logits[-1]) (B, S, S). Per sample, the mean over pixels of
+      "l2":  (s - t)^2;
+      "bce": t log(t / s) + (1 - t) log((1 - t) / (1 - s)) (cross-entropy minus the target's
+             entropy: 0 at s = t), s and 1 - s floored at 1e-7 inside the logs.
+    """
+    model = _needs_mano("silhouette", cfg)
+    logits = outputs["mask_logits"][-1]
+    size = logits.shape[1]
+    uv = crop_to_render_pixels(outputs["vertices_2d"], crop_size_of(batch), size)
+    sil = render.soft_silhouette(uv, model.faces, size, size, cfg.silhouette_sigma)
+    target = jax.lax.stop_gradient(jax.nn.sigmoid(logits[..., 0]))
+    if cfg.silhouette_loss == "l2":
+        return jnp.mean(jnp.square(sil - target), axis=(1, 2))
+    # a log(a / b), 0 where a = 0; b floored at 1e-7 so that a mesh that misses a pixel the
+    # mask claims costs a finite amount (the floor never binds at the minimum s = t >= 1e-7).
+    def xlog_ratio(a, b):
+        log_a = jnp.log(jnp.where(a > 0, a, 1.0))
+        return jnp.where(a > 0, a * (log_a - jnp.log(jnp.maximum(b, 1e-7))), 0.0)
+
+    kl = xlog_ratio(target, sil) + xlog_ratio(1.0 - target, 1.0 - sil)
+    return jnp.mean(kl, axis=(1, 2))
+
+
+@register("joints_consistency", flag=None)
+def joints_consistency(outputs, batch, cfg):
+    """Projected mesh joints outputs["joints_2d"] (B, 21, 2) vs the soft-argmax of the last
+    stack's heat maps (stop-gradient), in crop px: mean_j c_j rho(delta / N), rho as joints_2d,
+    c_j = clip(max heat map value, 0, 1) (stop-gradient) if joints_consistency_confidence else 1."""
+    heat = outputs["heatmaps"][-1]
+    n, m = crop_size_of(batch), heat.shape[1]
+    target = heatmap_to_crop(soft_argmax(heat, cfg.softargmax_temperature), n, m)
+    target = jax.lax.stop_gradient(target)
+    err = keypoint_error_2d(outputs["joints_2d"], target, n, cfg)
+    if cfg.joints_consistency_confidence:
+        conf = jax.lax.stop_gradient(jnp.clip(jnp.max(heat, axis=(1, 2)), 0.0, 1.0))
+        err = conf * err
+    return jnp.mean(err, -1)
+
+
+@register("pof_consistency", flag=None)
+def pof_consistency(outputs, batch, cfg):
+    """Mesh bone directions vs the last stack's POF (stop-gradient).
+
+    d_b = unit(J[child] - J[parent]) of outputs["joints_3d"] (B, 21, 3). p_b = the POF (B, M, M,
+    60) averaged over bone b's region with weights w (stop-gradient): "mesh" = the pipeline's bone
+    region (half-width pof_consistency_width) of the projected mesh joints, "magnitude" =
+    |POF_b|^2. Value: sum_b ok_b ||d_b - p_b / |p_b| ||^2 / 20, ok_b = region and p_b non-empty.
+    """
+    pof = outputs["pof"][-1]
+    b, m, _, _ = pof.shape
+    vectors = pof.reshape(b, m, m, NUM_BONES, 3)
+    if cfg.pof_consistency_region == "mesh":
+        joints_hm = crop_to_heatmap(outputs["joints_2d"], crop_size_of(batch), m)
+        weight = bone_regions(jax.lax.stop_gradient(joints_hm), m, cfg.pof_consistency_width)
+    else:
+        weight = jnp.sum(jnp.square(vectors), -1)
+    mean = jnp.einsum("bhwk,bhwkc->bkc", weight, vectors) / jnp.maximum(
+        jnp.sum(weight, axis=(1, 2)), 1e-12)[..., None]
+    norm2 = jnp.sum(jnp.square(mean), -1, keepdims=True)
+    ok = norm2 > 1e-12
+    target = jax.lax.stop_gradient(jnp.where(ok, mean * jax.lax.rsqrt(jnp.where(ok, norm2, 1.0)),
+                                             0.0))
+    d = bone_directions(outputs["joints_3d"])
+    err = jnp.sum(jnp.square(d - target), -1) * ok[..., 0]
+    return jnp.sum(err, -1) / NUM_BONES
+
+
+# ----------------------------------------------------------------------------------------------
+# The total
+
+
+def term_config(loss_cfg, mano_model=None) -> ml_collections.ConfigDict:
+    """The `cfg` that terms receive: a copy of the loss block plus `mano_model` (or None)."""
+    cfg = ml_collections.ConfigDict(loss_cfg)
+    with cfg.unlocked():
+        cfg.mano_model = mano_model
+    return cfg
+
+
+def availability(batch, flags: Sequence[str]):
+    """prod_f batch[f] * batch["valid"]: (B,) float; which samples a term averages over."""
+    f = batch["valid"].astype(jnp.float32)
+    for name in flags:
+        if name not in batch:
+            raise ValueError(f"the batch has no availability flag {name!r}")
+        f = f * batch[name].astype(jnp.float32)
+    return jax.lax.stop_gradient(f)
+
+
+def total_loss(outputs, batch, loss_cfg, *, mano_model=None, axis_name: Optional[str] = None):
+    """The weighted sum of every active term, each averaged over its labeled samples.
+
+    Args:
+      outputs: the network's output dict (models.HIUNet), per device (leading axis B).
+      batch: the batch dict (pipeline.OUTPUT_SCHEMA), per device.
+      loss_cfg: the loss block (loss_config()); terms with weight 0 are skipped.
+      mano_model: the network's MANO model (faces for "silhouette", hands_mean for "mano_pose").
+      axis_name: the data-parallel axis (pmap / shard_map), or None (one device, or jit with a
+        sharded global batch).
+    Returns:
+      (loss, metrics). loss: scalar; without axis_name the loss of the batch; with it, this
+      device's share n_dev * sum_local(w f v) / max(global count, 1), whose pmean over the axis
+      is the global loss (train steps pmean the gradients as usual; never psum). metrics: global
+      values, the same on every device: "<term>" = its unweighted labeled mean, "count/<term>" =
+      the number of samples it averaged over, "loss" = the weighted total.
+    """
+    active = validate_loss_config(loss_cfg)
+    cfg = term_config(loss_cfg, mano_model)
+    size = 1.0 if axis_name is None else jax.lax.psum(1.0, axis_name)
+    batch_size = batch["valid"].shape[0]
+    loss, metrics, total = jnp.zeros((), jnp.float32), {}, jnp.zeros((), jnp.float32)
+    for name, weight in active.items():
+        term = _REGISTRY[name]
+        values = term.fn(outputs, batch, cfg)
+        if values.shape != (batch_size,):
+            raise ValueError(f"loss term {name!r} returned shape {values.shape}; a term returns "
+                             f"per-sample values of shape ({batch_size},)")
+        f = availability(batch, term.flags)
+        local = jnp.sum(jnp.where(f > 0, values * f, 0.0))  # unlabeled NaN/inf cannot leak in
+        count = jnp.sum(f)
+        if axis_name is not None:
+            count = jax.lax.psum(count, axis_name)
+            global_sum = jax.lax.psum(jax.lax.stop_gradient(local), axis_name)
+        else:
+            global_sum = jax.lax.stop_gradient(local)
+        denom = jnp.maximum(count, 1.0)
+        loss = loss + weight * size * local / denom
+        metrics[name] = global_sum / denom
+        metrics[f"count/{name}"] = count
+        total = total + weight * metrics[name]
+    metrics["loss"] = total
+    return loss, metrics
