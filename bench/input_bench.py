@@ -1,0 +1,158 @@
+"""Throughput of the tf.data input pipeline (datasets/pipeline.py): images/s through decode +
+crop + augmentation + targets + batching, total and per CPU core, on fake FreiHAND-layout
+224x224 JPEGs built with the freihand builder. Prints figures only.
+
+    python bench/input_bench.py [--images 500] [--batch 32] [--batches 40] [--stages]
+
+Both backends are timed: config.xla=False (TF graph, ImageProjectiveTransformV3) and True
+(one XLA program per image size). Besides wall-clock images/s per usable core, it prints
+images per CPU-second of this process, which stays meaningful when other processes compete
+for the cores.
+
+--stages also times cumulative variants of the per-example work (read only, + decode,
++ warp, eval preprocess, train preprocess), to show which step dominates.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from datasets import pipeline  # noqa: E402
+from datasets.freihand import freihand_dataset_builder as fh  # noqa: E402
+from tests.datasets import fakes  # noqa: E402
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads), seconds."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def time_batches(it, warmup: int, batches: int, batch_size: int):
+    """(images per wall second, images per CPU second of this process) over `batches` batches
+    of an iterator, after `warmup` batches. The second figure is the throughput per fully
+    used core, independent of other processes competing for the cores."""
+    for _ in range(warmup):
+        next(it)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    for _ in range(batches):
+        next(it)
+    n = batches * batch_size
+    return n / (time.perf_counter() - t0), n / (cpu_seconds() - c0)
+
+
+def stage_datasets(builder, cfg, batch: int):
+    """Cumulative variants of the per-example work as batched tf.data datasets (repeat,
+    parallel map, batch, prefetch; no shuffle), name -> dataset."""
+    ds = builder.as_dataset(split="train", decoders={
+        "image": tfds.decode.SkipDecoding(), "mask": tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ex: {k: ex[k] for k in pipeline.INPUT_KEYS}).cache().repeat()
+
+    def decode(ex):
+        return {"image": tf.io.decode_image(ex["image"], 3, expand_animations=False),
+                "mask": tf.io.decode_image(ex["mask"], 1, expand_animations=False)}
+
+    n = int(cfg.crop_size)
+    a_inv = tf.constant([[0.9, 0.1, 3.0], [-0.1, 0.9, 2.0], [0.0, 0.0, 1.0]])
+    gather_warp = tf.function(pipeline.warp_bilinear, jit_compile=True)
+
+    def warp(ex):  # the backend's warp of image + mask (4 channels) by a fixed affine
+        d = decode(ex)
+        stack = tf.concat([tf.image.convert_image_dtype(d["image"], tf.float32),
+                           tf.cast(d["mask"], tf.float32)], -1)
+        if cfg.xla:
+            return gather_warp(stack, a_inv, n)
+        return pipeline.warp_projective(stack, a_inv, n)
+
+    def key(i):  # a different stateless seed per example, as in make_dataset
+        return tf.stack([tf.constant(0, tf.int64), i])
+
+    variants = {
+        "read (cached records)": lambda i, ex: ex["K"],
+        "+ decode JPEG image + PNG mask": lambda i, ex: decode(ex),
+        "+ warp to crop (bilinear)": lambda i, ex: warp(ex),
+        "preprocess, eval (warp + targets)":
+            lambda i, ex: pipeline.preprocess(ex, key(i), cfg, False),
+        "preprocess, train (+ augmentation)":
+            lambda i, ex: pipeline.preprocess(ex, key(i), cfg, True),
+    }
+    return {
+        name: ds.enumerate().map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch).prefetch(tf.data.AUTOTUNE)
+        for name, fn in variants.items()
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--stages", action="store_true", help="time stage variants as well")
+    parser.add_argument("--stages-xla", action="store_true", help="stages with config.xla")
+    args = parser.parse_args()
+
+    cores = len(os.sched_getaffinity(0))
+    print(f"CPU: {cpu_model()}; cores usable by this process: {cores}; "
+          f"tf {tf.__version__}, tfds {tfds.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, data = os.path.join(tmp, "raw"), os.path.join(tmp, "data")
+        os.makedirs(raw)
+        t0 = time.perf_counter()
+        fakes.write_fake_freihand(raw, n_train=args.images, n_eval=1,
+                                  image_size=args.image_size)
+        builder = fakes.build(fh.Builder, raw, data)
+        print(f"wrote and built {args.images} fake {args.image_size}x{args.image_size} JPEGs "
+              f"in {time.perf_counter() - t0:.1f} s")
+
+        cfg = pipeline.default_pipeline_config()
+        print(f"crop {cfg.crop_size}, heat maps {cfg.heatmap_size}, batch {args.batch}, "
+              f"{args.warmup} warm-up + {args.batches} timed batches")
+        for xla in (False, True):
+            cfg.xla = xla
+            it = pipeline.make_dataset(builder, "train", config=cfg,
+                                       global_batch_size=args.batch, train=True, seed=0,
+                                       local_device_count=1, process_count=1)
+            rate, per_cpu_s = time_batches(it, args.warmup, args.batches, args.batch)
+            print(f"make_dataset(train=True), config.xla={xla}: {rate:.0f} images/s wall "
+                  f"clock on {cores} cores = {rate / cores:.0f} images/s per core; "
+                  f"{per_cpu_s:.0f} images per CPU-second of this process (target 300 per "
+                  f"core); load average {os.getloadavg()[0]:.1f}")
+            del it
+
+        if args.stages:
+            cfg.xla = args.stages_xla
+            print(f"stages (per-example work in a parallel map + batch), config.xla={cfg.xla}:")
+            for name, ds in stage_datasets(builder, cfg, args.batch).items():
+                r, c = time_batches(iter(tfds.as_numpy(ds)), args.warmup, args.batches,
+                                    args.batch)
+                print(f"  {name:38s} {r:7.0f} images/s wall, {c:6.0f} images per CPU-s, "
+                      f"{1e3 / c:6.2f} CPU-ms per image")
+
+
+if __name__ == "__main__":
+    main()
