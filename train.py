@@ -1,17 +1,275 @@
 """HIU-JAX training: the main job.
 
-Training (data-parallel over every device and host, Orbax checkpoints, the synthetic default data)
-is not implemented yet; see the open train.py issue. This entry point says so instead of failing
-obscurely, so the README's quick start stays honest.
+    python train.py                                      # synthetic hands, default config
+    python train.py --config configs/freihand.py --workdir runs/freihand
+    python train.py --config.num_train_steps=500 --config.parallel=mesh
+
+On a fresh machine the default run generates the synthetic dataset (data/synthetic), builds it
+with TFDS (data/tfds) and trains the small network on every local device. Outputs go to the
+work directory (default runs/<config name>): checkpoints/ (Orbax: last N and best), metrics.jsonl
+(one JSON object per log step), TensorBoard events and config.json. Restarting with the same
+work directory resumes from the newest checkpoint, on the same batches as an uninterrupted run.
+SIGTERM or Ctrl-C saves a checkpoint at the current step and exits cleanly.
 """
+from __future__ import annotations
+
+import json
+import os
+import signal
 import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config file.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Work directory (default: runs/<config file name>).")
 
 
-def main() -> int:
-    print("train.py: training is not available yet. What works today is the MANO layer and the "
-          "procedural hand (mano_jax); see README.md.", file=sys.stderr)
-    return 2
+class StopRequested(Exception):
+    """Raised inside the loop's bookkeeping when SIGTERM/SIGINT arrived."""
+
+
+class _Signals:
+    """Turns SIGTERM and SIGINT into a flag the training loop checks after every step."""
+
+    def __init__(self):
+        self.received = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame):
+        if self.received is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        logging.warning("%s received: saving a checkpoint at the current step, then exiting",
+                        self.received)
+
+
+def maybe_initialize_distributed(config) -> None:
+    """jax.distributed.initialize when the config or the environment asks for a multi-host run."""
+    import jax
+
+    d = config.distributed
+    env = any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID",
+                                        "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"))
+    if not d.coordinator_address and not env:
+        return
+    kwargs = {}
+    if d.coordinator_address:
+        kwargs.update(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                      process_id=d.process_id)
+        if d.num_processes < 1 or not 0 <= d.process_id < d.num_processes:
+            raise ValueError(f"distributed: process_id {d.process_id} / num_processes "
+                             f"{d.num_processes} are not a valid pair")
+    if d.local_device_ids:
+        kwargs["local_device_ids"] = [int(i) for i in str(d.local_device_ids).split(",")]
+    jax.distributed.initialize(**kwargs)
+
+
+def prepare_synthetic_data(config) -> None:
+    """Generates the synthetic hands on first use (process 0; other hosts wait)."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    from datasets import synthetic
+
+    if "synthetic_hands" not in config.pipeline.mixture_weights and \
+            config.data.eval_source != "synthetic_hands":
+        return
+    root = config.data.synthetic_dir
+    info_path = os.path.join(root, synthetic.INFO_NAME)
+    want = dict(num_train=config.data.synthetic_num_train, num_eval=config.data.synthetic_num_eval)
+    if jax.process_index() == 0:
+        have = None
+        if os.path.exists(info_path):
+            with open(info_path) as f:
+                have = json.load(f)
+        if have is None or any(have.get(k) != v for k, v in want.items()):
+            if have is not None:
+                raise FileExistsError(
+                    f"{root} holds a synthetic dataset with {have.get('num_train')} / "
+                    f"{have.get('num_eval')} samples but the config asks for {want['num_train']} "
+                    f"/ {want['num_eval']}; point config.data.synthetic_dir elsewhere or delete it")
+            logging.info("generating the synthetic dataset into %s", root)
+            print(f"Generating {want['num_train']} + {want['num_eval']} synthetic hands into "
+                  f"{root} (first run only)", flush=True)
+            synthetic.generate(root, want["num_train"], want["num_eval"], seed=config.seed)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("synthetic data ready")
+
+
+def build_sources(config, names):
+    """Prepared tfds builders for `names` (process 0 builds first; others then read)."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    from datasets import pipeline
+
+    def make(prepare):
+        return [pipeline.make_builder(
+            n, data_dir=config.pipeline.data_dir, manual_dir=config.pipeline.manual_dirs.get(n),
+            builder_config=config.pipeline.builder_configs.get(n), prepare=prepare) for n in names]
+
+    if jax.process_index() == 0:
+        builders = make(True)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("datasets built")
+        if jax.process_index() != 0:
+            builders = make(True)
+    return builders
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Runs (or resumes) training. Returns the final metrics. Raises on unrecoverable errors."""
+    import jax
+    import numpy as np
+    import tensorflow as tf
+    from flax import jax_utils
+    from tqdm import tqdm
+
+    from datasets import pipeline
+    from hiu_jax import checkpoint, evaluation, models, training
+    from hiu_jax.logs import MetricWriter
+
+    tf.config.set_visible_devices([], "GPU")  # tf.data only: never take accelerator memory
+    if config.batch_size % jax.device_count():
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
+                         f"{jax.device_count()} devices")
+    if config.parallel not in ("pmap", "mesh"):
+        raise ValueError(f"parallel must be 'pmap' or 'mesh', got {config.parallel!r}")
+    os.makedirs(workdir, exist_ok=True)
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    writer.write_config(config)
+
+    prepare_synthetic_data(config)
+    names = list(config.pipeline.mixture_weights.keys())
+    weights = [float(config.pipeline.mixture_weights[n]) for n in names]
+    sources = build_sources(config, names)
+
+    model_pmap = models.build_model(config.model, bn_axis_name="batch" if config.parallel == "pmap"
+                                    else None, half_precision=config.half_precision)
+    mano_model = model_pmap.mano_model
+    rng = jax.random.key(config.seed)
+    state = training.create_train_state(model_pmap, config, rng,
+                                        (1, config.crop_size, config.crop_size, 3))
+    ckpts = checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints)
+    start_step = 0
+    restored = ckpts.restore(state)
+    if restored is not None:
+        state, meta = restored
+        start_step = int(state.step)
+        logging.info("resumed from %s at step %d", workdir, start_step)
+        print(f"Resuming {workdir} at step {start_step}", flush=True)
+    if start_step >= config.num_train_steps:
+        print(f"{workdir} already finished ({start_step} of {config.num_train_steps} steps)")
+        ckpts.close()
+        return {}
+
+    batches = pipeline.make_dataset(sources, "train", weights=weights, config=config.pipeline,
+                                    global_batch_size=config.batch_size, train=True,
+                                    seed=config.seed, start_batch=start_step)
+    evaluator = evaluation.Evaluator(config, model_pmap.clone(bn_axis_name=None), mano_model)
+    schedule = training.learning_rate_schedule(config)
+
+    if config.parallel == "pmap":
+        step_fn = training.pmap_step(config.loss, mano_model)
+        device_state = training.replicate(state)
+        unreplicate = jax_utils.unreplicate
+        to_device = lambda b: b  # noqa: E731  pmap shards the leading device axis itself
+    else:
+        mesh = training.make_mesh()
+        step_fn = training.mesh_step(config.loss, mano_model, mesh)
+        device_state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        unreplicate = lambda s: s  # noqa: E731
+        to_device = lambda b: training.global_batch_from_local(b, mesh)  # noqa: E731
+
+    signals = _Signals()
+    images_per_step = config.batch_size
+    bar = tqdm(total=config.num_train_steps, initial=start_step, desc="train", unit="step",
+               disable=jax.process_index() != 0, dynamic_ncols=True)
+    last = {}
+    tick, ticked_step = time.perf_counter(), start_step
+    step = start_step
+    try:
+        for step in range(start_step, config.num_train_steps):
+            batch = next(batches)
+            if step in tuple(config.debug_nan_steps):
+                batch = dict(batch, image=np.full_like(batch["image"], np.nan))
+            device_state, metrics = step_fn(device_state, to_device(batch))
+            done = step + 1
+            if done % config.log_every_steps == 0 or done == config.num_train_steps:
+                metrics = jax.tree.map(lambda x: float(np.asarray(x).reshape(-1)[0]),
+                                       jax.device_get(metrics))
+                now = time.perf_counter()
+                rate = (done - ticked_step) * images_per_step / max(now - tick, 1e-9)
+                tick, ticked_step = now, done
+                metrics.update(step=done, learning_rate=float(schedule(done - 1)),
+                               images_per_second=rate)
+                run = int(np.asarray(jax.device_get(device_state.nonfinite_run)).reshape(-1)[0])
+                metrics["nonfinite_steps"] = int(np.asarray(jax.device_get(
+                    device_state.nonfinite_total)).reshape(-1)[0])
+                writer.scalars(done, metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.4g}", img_s=f"{rate:.1f}")
+                last = metrics
+                if run >= config.max_nonfinite_steps:
+                    raise FloatingPointError(
+                        f"{run} consecutive steps had a non-finite loss or gradient (last at step "
+                        f"{done}); the parameters were left untouched. Lower the learning rate or "
+                        f"check the data; the last good checkpoint is in {workdir}/checkpoints")
+            bar.update(1)
+            if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
+                ckpts.save(done, unreplicate(device_state), {"step": done}, force=True)
+            if done % config.eval_every_steps == 0 or done == config.num_train_steps:
+                host_state = unreplicate(device_state)
+                scores = evaluator.run(host_state, progress=False)
+                writer.scalars(done, {f"eval/{k}": v for k, v in scores.items()
+                                      if isinstance(v, (int, float))})
+                ckpts.save_best(done, host_state, {"step": done}, scores)
+                last.update({f"eval/{k}": v for k, v in scores.items()})
+                tqdm.write(f"step {done}: " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in scores.items() if isinstance(v, float)))
+            if done % config.image_every_steps == 0 or done == config.num_train_steps:
+                writer.images(done, evaluator.panels(unreplicate(device_state), config.num_images))
+            if signals.received:
+                ckpts.save(done, unreplicate(device_state), {"step": done}, force=True)
+                raise StopRequested(signals.received)
+    except StopRequested as stop:
+        ckpts.wait()
+        print(f"\n{stop}: saved a checkpoint at step {step + 1} in {workdir}/checkpoints; "
+              "run the same command to resume", flush=True)
+        return last
+    finally:
+        bar.close()
+        ckpts.wait()
+        ckpts.close()
+        writer.close()
+    print(f"Done: {config.num_train_steps} steps. Checkpoints in {workdir}/checkpoints, metrics "
+          f"in {workdir}/metrics.jsonl, TensorBoard: tensorboard --logdir {workdir}", flush=True)
+    return last
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:  # keep the console to the progress bar and results
+        logging.set_verbosity(logging.WARNING)
+    config = FLAGS.config
+    workdir = FLAGS.workdir
+    if not workdir:
+        name = os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS["config"])))[0]
+        workdir = os.path.join("runs", name)
+    maybe_initialize_distributed(config)
+    try:
+        train_and_evaluate(config, workdir)
+    except (FloatingPointError, FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

@@ -45,7 +45,70 @@ def model_config(size: str = "small") -> ml_collections.ConfigDict:
 
 
 def get_config() -> ml_collections.ConfigDict:
+    """The default run: `python train.py` on a fresh machine.
+
+    It generates the synthetic hands into data.synthetic_dir if they are not there, builds them
+    with TFDS into pipeline.data_dir and trains the small network at 128 x 128 on them.
+    """
+    from datasets import pipeline
+    from hiu_jax import losses
+
     config = ml_collections.ConfigDict()
+    config.seed = 0
     config.model = model_config("small")
-    config.crop_size = 256
+    config.crop_size = 128  # the network input; the paper (configs/freihand.py) uses 256
+    config.model.heatmap_size = 32
+    config.model.mask_size = 128
+
+    # Data: the synthetic hands (generated on first use), mixed by pipeline.mixture_weights.
+    config.data = ml_collections.ConfigDict()
+    config.data.synthetic_dir = "data/synthetic"  # generated here if missing (FreiHAND layout)
+    config.data.synthetic_num_train = 2048
+    config.data.synthetic_num_eval = 128
+    config.data.eval_source = "synthetic_hands"  # the builder evaluated during training
+    config.data.eval_split = "test"
+    config.data.eval_max_batches = 0  # 0 = the whole split
+    config.pipeline = pipeline.default_pipeline_config()
+    config.pipeline.crop_size = config.get_ref("crop_size")
+    config.pipeline.heatmap_size = config.model.get_ref("heatmap_size")
+    config.pipeline.mixture_weights = ml_collections.ConfigDict({"synthetic_hands": 1.0})
+    config.pipeline.data_dir = "data/tfds"
+    config.pipeline.manual_dirs = ml_collections.ConfigDict(
+        {"synthetic_hands": config.data.get_ref("synthetic_dir")})
+    config.pipeline.seed = config.get_ref("seed")
+
+    config.loss = losses.loss_config()
+
+    # Optimisation.
+    config.batch_size = 16  # global, over all devices of all hosts
+    config.num_train_steps = 3000
+    config.learning_rate = 1e-3
+    config.warmup_steps = 100
+    config.lr_schedule = "cosine"  # or "step": x lr_decay_factor at each of lr_decay_steps
+    config.lr_decay_steps = (2000, 2600)
+    config.lr_decay_factor = 0.1
+    config.weight_decay = 1e-4  # AdamW, kernels only (not norms, not biases)
+    config.grad_clip_norm = 1.0
+    config.grad_accum_steps = 1
+    config.half_precision = False  # bfloat16 convolutions, float32 master weights
+    config.parallel = "pmap"  # or "mesh": jax.jit over a NamedSharding device mesh
+    config.max_nonfinite_steps = 20  # stop after this many consecutive non-finite steps
+
+    # Logging, evaluation, checkpoints.
+    config.log_every_steps = 10
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 250
+    config.keep_checkpoints = 3
+    config.image_every_steps = 500  # TensorBoard images (skeleton, mask, mesh overlay)
+    config.num_images = 4
+
+    # Multi-host: jax.distributed.initialize() when asked here or by the environment
+    # (JAX_COORDINATOR_ADDRESS, SLURM, TPU pods). Empty/negative = auto-detect.
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.coordinator_address = ""
+    config.distributed.num_processes = 0
+    config.distributed.process_id = -1
+    config.distributed.local_device_ids = ""  # e.g. "0,1"; empty = all
+
+    config.debug_nan_steps = ()  # testing hook: these steps get a NaN image (must be skipped)
     return config

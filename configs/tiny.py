@@ -8,4 +8,15 @@ def get_config():
     config.crop_size = 64
     config.model.heatmap_size = 16
     config.model.mask_size = 64
+    config.pipeline.heatmap_size = config.model.get_ref("heatmap_size")
+    config.batch_size = 8
+    config.num_train_steps = 20
+    config.warmup_steps = 2
+    config.log_every_steps = 2
+    config.eval_every_steps = 10
+    config.checkpoint_every_steps = 5
+    config.image_every_steps = 10
+    config.num_images = 2
+    config.data.synthetic_num_train = 32
+    config.data.synthetic_num_eval = 8
     return config
