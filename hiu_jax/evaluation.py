@@ -106,14 +106,22 @@ def score(p) -> dict:
     has_mask = p["gt_has_mask"] > 0
     if has_mask.any():
         pred, gt = p["mask_prob"][has_mask], p["gt_mask"][has_mask][..., 0]
-        if pred.shape[1:] == gt.shape[1:]:
-            out["mask_iou"] = float(metrics.mean_iou(pred, gt))
+        out["mask_iou"] = float(metrics.mean_iou(upsample_to(pred, gt.shape[1:]), gt))
     has2d = p["gt_has_2d"] > 0
     if has2d.any():
         vis = p["gt_keypoint_visibility"][has2d]
         err = np.linalg.norm(p["joints_2d"][has2d] - p["gt_keypoints_2d"][has2d], axis=-1)
         out["kp2d_px"] = float((err * vis).sum() / max(vis.sum(), 1))
     return out
+
+
+def upsample_to(masks, size):
+    """(N, h, w) -> (N, H, W) by pixel repetition; H, W must be integer multiples of h, w."""
+    fy, fx = size[0] // masks.shape[1], size[1] // masks.shape[2]
+    if (fy * masks.shape[1], fx * masks.shape[2]) != tuple(size):
+        raise ValueError(f"predicted masks of {masks.shape[1:]} px cannot be compared with "
+                         f"ground truth of {tuple(size)} px: the sizes must be integer multiples")
+    return np.repeat(np.repeat(masks, fy, axis=1), fx, axis=2)
 
 
 def _flat(x):

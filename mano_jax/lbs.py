@@ -122,16 +122,34 @@ def pose_blend(model: MANOModel, local_rotations):
 
 
 def _levels(parents):
-    """Groups joints by tree depth (static): [(joint ids, parent ids), ...] below the root."""
+    """The tree by depth (static): [(joint ids, index of each one's parent in the level above)].
+
+    A joint's parent is always exactly one level up, so each level is one gather + one batched
+    matmul; for MANO the levels are the wrist, then the 5 fingers' 1st, 2nd and 3rd joints."""
     depth = [0] * len(parents)
     for j, p in enumerate(parents):
         if p >= 0:
             depth[j] = depth[p] + 1
-    return [
-        (np.array([j for j in range(len(parents)) if depth[j] == d]),
-         np.array([parents[j] for j in range(len(parents)) if depth[j] == d]))
-        for d in range(1, max(depth) + 1)
-    ]
+    levels = [[j for j in range(len(parents)) if depth[j] == d] for d in range(max(depth) + 1)]
+    out = [(np.array(levels[0]), None)]
+    for d in range(1, len(levels)):
+        out.append((np.array(levels[d]), np.array([levels[d - 1].index(parents[j]) for j in levels[d]])))
+    return out
+
+
+def _gather_level(r, t, pos):
+    """The parents' world rotations (..., K, 3, 3) and positions (..., K, 3) for a level.
+
+    MANO needs no gather: a level's parents are either all the root (a broadcast) or the level
+    above in the same order (the level itself)."""
+    if np.array_equal(pos, np.arange(r.shape[-3])):
+        return r, t
+    if np.all(pos == pos[0]):
+        k = int(pos[0])
+        shape = r.shape[:-3] + (len(pos),)
+        return (jnp.broadcast_to(r[..., k:k + 1, :, :], shape + (3, 3)),
+                jnp.broadcast_to(t[..., k:k + 1, :], shape + (3,)))
+    return jnp.take(r, pos, axis=-3), jnp.take(t, pos, axis=-2)
 
 
 def forward_kinematics(parents, local_rotations, rest_joints):
@@ -145,33 +163,38 @@ def forward_kinematics(parents, local_rotations, rest_joints):
       world_rotations (..., J, 3, 3), posed_joints (..., J, 3), and the skinning transforms
       (..., J, 3, 4) = [R_world | t_world - R_world J_rest], which map rest-pose points of a
       joint's region to their posed positions.
-    The tree is walked one depth level at a time, so a level's joints (the five fingers of
-    MANO) are composed in one batched matmul.
     """
-    n = len(parents)
-    world_r = [None] * n
-    world_t = [None] * n
-    world_r[0] = local_rotations[..., 0, :, :]
-    world_t[0] = rest_joints[..., 0, :]
-    for ids, par in _levels(parents):
-        parent_r = jnp.stack([world_r[p] for p in par], axis=-3)
-        parent_t = jnp.stack([world_t[p] for p in par], axis=-2)
-        offset = rest_joints[..., ids, :] - rest_joints[..., par, :]
-        r = parent_r @ local_rotations[..., ids, :, :]
-        t = parent_t + jnp.einsum("...kab,...kb->...ka", parent_r, offset)
-        for i, j in enumerate(ids):
-            world_r[j], world_t[j] = r[..., i, :, :], t[..., i, :]
-    world_rotations = jnp.stack(world_r, axis=-3)
-    posed_joints = jnp.stack(world_t, axis=-2)
+    levels = _levels(parents)
+    rs, ts, order = [], [], []
+    for ids, parent_pos in levels:
+        local_r = local_rotations[..., ids, :, :]
+        if parent_pos is None:  # the root(s)
+            r, t = local_r, rest_joints[..., ids, :]
+        else:
+            prev_ids = order[-1]
+            parent_r, parent_t = _gather_level(rs[-1], ts[-1], parent_pos)
+            offset = rest_joints[..., ids, :] - rest_joints[..., prev_ids[parent_pos], :]
+            r = parent_r @ local_r
+            t = parent_t + jnp.einsum("...kab,...kb->...ka", parent_r, offset)
+        rs.append(r)
+        ts.append(t)
+        order.append(ids)
+    inverse = np.argsort(np.concatenate(order))  # level order -> joint order
+    world_rotations = jnp.concatenate(rs, axis=-3)[..., inverse, :, :]
+    posed_joints = jnp.concatenate(ts, axis=-2)[..., inverse, :]
     translation = posed_joints - jnp.einsum("...kab,...kb->...ka", world_rotations, rest_joints)
     transforms = jnp.concatenate([world_rotations, translation[..., None]], axis=-1)
     return world_rotations, posed_joints, transforms
 
 
 def skin(weights, transforms, points):
-    """Linear blend skinning. weights (V, J), transforms (..., J, 3, 4), points (..., V, 3)."""
+    """Linear blend skinning. weights (V, J), transforms (..., J, 3, 4), points (..., V, 3).
+
+    The blended (..., V, 3, 4) transforms are applied column by column as multiply-adds, which
+    XLA fuses into one loop (a per-vertex 3 x 3 matmul would not be)."""
     blended = jnp.einsum("vj,...jab->...vab", weights, transforms)
-    return jnp.einsum("...vab,...vb->...va", blended[..., :3], points) + blended[..., 3]
+    return (blended[..., 0] * points[..., 0:1] + blended[..., 1] * points[..., 1:2]
+            + blended[..., 2] * points[..., 2:3] + blended[..., 3])
 
 
 def forward(

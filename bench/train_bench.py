@@ -1,0 +1,103 @@
+"""Training-step throughput and model FLOPs utilisation (MFU) of the tiny and the full config.
+
+    python bench/train_bench.py [--configs tiny,freihand] [--batch 32] [--half] [--peak-tflops X]
+
+MFU = (XLA cost-analysis FLOPs of one compiled training step) x (steps per second) / peak FLOP/s.
+The peak is the device's published dense figure for the precision (H100 SXM: 989 TFLOP/s bf16,
+67 TFLOP/s fp32 without tensor cores), or --peak-tflops; on a CPU, where no single figure is
+published, the peak is measured as the best of a few large float32 matmuls, and MFU is relative to
+that. The step is train.py's (data parallel over every local device under pmap).
+"""
+import argparse
+import importlib
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hiu_jax import models, training  # noqa: E402
+from model_stats import cpu_model, fake_batch, flops_of  # noqa: E402
+
+PEAK_TFLOPS = {  # dense, per device: (bf16, fp32)
+    "H100": (989.0, 67.0), "H200": (989.0, 67.0), "A100": (312.0, 19.5),
+    "TPU v4": (275.0, 275.0), "TPU v5": (459.0, 459.0),
+}
+
+
+def device_peak(kind: str, half: bool):
+    for name, (bf16, fp32) in PEAK_TFLOPS.items():
+        if name.lower() in kind.lower():
+            return (bf16 if half else fp32) * 1e12, f"published {name}"
+    return None, None
+
+
+def measured_cpu_peak():
+    n = 2048
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(f(a))
+    best = min(_time(f, a) for _ in range(5))
+    return 2 * n**3 / best, "measured 2048^2 float32 matmul"
+
+
+def _time(f, *args):
+    t = time.perf_counter()
+    jax.block_until_ready(f(*args))
+    return time.perf_counter() - t
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="tiny,freihand")
+    parser.add_argument("--batch", type=int, default=0, help="global batch (default: 4/device)")
+    parser.add_argument("--half", action="store_true", help="bfloat16 computation")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--peak-tflops", type=float, default=0.0)
+    args = parser.parse_args()
+    dev = jax.devices()[0]
+    ndev = jax.local_device_count()
+    batch = args.batch or 4 * ndev
+    peak, how = ((args.peak_tflops * 1e12, "--peak-tflops") if args.peak_tflops
+                 else device_peak(dev.device_kind, args.half))
+    if peak is None:
+        peak, how = measured_cpu_peak()
+    where = dev.device_kind + (f" ({cpu_model()}, {len(os.sched_getaffinity(0))} cores)"
+                               if dev.platform == "cpu" else "")
+    print(f"device: {ndev} x {where}; global batch {batch}; "
+          f"{'bfloat16' if args.half else 'float32'}; peak {peak / 1e12:.2f} TFLOP/s ({how})")
+    print(f"{'config':10s} {'compile s':>10s} {'steps/s':>8s} {'img/s':>8s} {'TFLOP/step':>11s} "
+          f"{'MFU':>7s}")
+    for name in args.configs.split(","):
+        config = importlib.import_module(f"configs.{name}").get_config()
+        model = models.build_model(config.model, bn_axis_name=training.AXIS, half_precision=args.half)
+        state = training.create_train_state(model, config, jax.random.key(0),
+                                            (1, config.crop_size, config.crop_size, 3))
+        host = {k: np.asarray(v) for k, v in fake_batch(config, batch).items()}
+        local = {k: v.reshape((ndev, batch // ndev) + v.shape[1:]) for k, v in host.items()}
+        step = training.pmap_step(config.loss, model.mano_model)
+        dstate = training.replicate(state)
+        t = time.perf_counter()
+        lowered = step.lower(dstate, local)
+        compiled = lowered.compile()
+        compile_s = time.perf_counter() - t
+        flops = flops_of(compiled) * ndev  # cost analysis is per device
+        dstate, _ = step(dstate, local)
+        jax.block_until_ready(dstate)
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            dstate, metrics = step(dstate, local)
+        jax.block_until_ready(dstate)
+        per_step = (time.perf_counter() - t) / args.steps
+        mfu = flops / per_step / (peak * ndev)
+        print(f"{name:10s} {compile_s:10.1f} {1 / per_step:8.2f} {batch / per_step:8.1f} "
+              f"{flops / 1e12:11.4f} {100 * mfu:6.1f}%")
+
+
+if __name__ == "__main__":
+    main()
