@@ -84,9 +84,3 @@ def test_nan_exits_2_naming_the_sample(hands, tmp_path):
     assert r.returncode == 2
     assert "keypoints: sample 7 has a non-finite value (nan) at point 3" in r.stderr
     assert not (tmp_path / "scores.json").exists()
-
-
-def test_model_mode_is_not_available_yet():
-    r = run_eval("--workdir", "/nonexistent")
-    assert r.returncode == 2
-    assert "not available yet: needs a trained model (train.py)" in r.stderr

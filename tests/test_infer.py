@@ -1,0 +1,140 @@
+"""The inference demo (python -m hiu_jax.infer) on the session's tiny run (tests/model_fixtures.py):
+one synthetic evaluation image taken whole and a non-square image with a hand box."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hiu_jax import infer
+from tests.model_fixtures import REPO, IMAGE_SIZE, run_python, tiny_run  # noqa: F401
+
+# The non-square image: the evaluation image pasted at (OFFSET) into a 150 x 110 canvas, and a box
+# around it.
+CANVAS = (150, 110)
+OFFSET = (40, 6)
+BOX = (OFFSET[0], OFFSET[1], OFFSET[0] + IMAGE_SIZE, OFFSET[1] + IMAGE_SIZE)
+
+
+@pytest.fixture(scope="module")
+def inferred(tiny_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    square = os.path.join(tiny_run.synthetic_dir, "evaluation", "rgb", "00000003.jpg")
+    wide = str(root / "wide.png")
+    canvas = Image.new("RGB", CANVAS, (20, 40, 80))
+    with Image.open(square) as img:
+        canvas.paste(img, OFFSET)
+    canvas.save(wide)
+    out = root / "out"
+    r = run_python(["-m", "hiu_jax.infer", "--checkpoint",
+                    os.path.join(tiny_run.workdir, "checkpoints", "last"), square, wide,
+                    "--box", "full", "--box", ",".join(str(b) for b in BOX), "--out", str(out),
+                    "--no-progress"], tiny_run.env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem, size", [("00000003", (IMAGE_SIZE, IMAGE_SIZE)), ("wide", CANVAS)])
+def test_outputs_per_image(inferred, stem, size):
+    rec = json.loads((inferred / f"{stem}.json").read_text())
+    assert rec["image_size"] == {"width": size[0], "height": size[1]}
+    kp = np.asarray(rec["keypoints_2d"])
+    kp_crop = np.asarray(rec["keypoints_2d_crop"])
+    S = np.asarray(rec["crop"]["image_to_crop"])
+    assert kp.shape == kp_crop.shape == (21, 2)
+    # keypoints_2d are in original pixels: the crop matrix maps them onto the crop keypoints.
+    np.testing.assert_allclose(kp @ S[:2, :2].T + S[:2, 2], kp_crop, atol=1e-6)
+    n = rec["crop"]["crop_size"]
+    if stem == "wide":
+        assert rec["box"] == list(map(float, BOX))
+        np.testing.assert_allclose(rec["crop"]["center"], [OFFSET[0] + 48, OFFSET[1] + 48])
+        assert rec["crop"]["side"] == pytest.approx(1.5 * IMAGE_SIZE)  # pipeline crop_padding
+    else:
+        assert rec["box"] is None
+        assert rec["crop"]["side"] == IMAGE_SIZE  # the whole image is the crop
+        np.testing.assert_allclose(S[:2, :2], np.eye(2) * n / IMAGE_SIZE)
+
+    joints = np.asarray(rec["joints_3d"])
+    verts = np.asarray(rec["vertices"])
+    assert joints.shape == (21, 3) and verts.shape == (778, 3)
+    np.testing.assert_allclose(joints[0], 0.0, atol=1e-7)  # root-relative
+    assert len(rec["mano"]["pose"]) == 48 and len(rec["mano"]["betas"]) == 10
+    assert rec["mano"]["flat_hand_mean"] is False
+    assert all(np.isfinite(rec["camera"][k]) for k in ("s", "tx", "ty"))
+    # The camera reproduces the 2D keypoints from the 3D joints (models' projection).
+    cam = rec["camera"]
+    uv = 0.5 * n * (1 + np.array([cam["tx"], cam["ty"]]) + cam["s"] * joints[:, :2] / 0.1)
+    np.testing.assert_allclose(uv, kp_crop, atol=1e-3)
+
+    obj = (inferred / f"{stem}.obj").read_text().splitlines()
+    v = np.array([[float(x) for x in line.split()[1:]] for line in obj if line.startswith("v ")])
+    f = np.array([[int(x) for x in line.split()[1:]] for line in obj if line.startswith("f ")])
+    assert v.shape == (778, 3) and f.shape == (1538, 3)
+    assert f.min() == 1 and f.max() == 778
+    np.testing.assert_allclose(v, verts, atol=1e-6)
+
+    with Image.open(inferred / f"{stem}_overlay.png") as png:
+        assert png.format == "PNG"
+        assert png.size[1] == 256 and png.size[0] > 3 * 256
+
+
+@pytest.mark.slow
+def test_mesh_is_mano_of_the_written_parameters(inferred):
+    """pose (flat_hand_mean False) and betas give the written vertices through MANO."""
+    import jax
+
+    import mano_jax
+
+    rec = json.loads((inferred / "wide.json").read_text())
+    model = mano_jax.procedural_model("right")  # configs/tiny.py: model.mano_path = ""
+    forward = jax.jit(lambda pose, betas: mano_jax.forward(model, pose, betas,
+                                                           flat_hand_mean=False))
+    out = forward(np.asarray(rec["mano"]["pose"], np.float32)[None],
+                  np.asarray(rec["mano"]["betas"], np.float32)[None])
+    verts = np.asarray(out.vertices[0]) - np.asarray(out.joints[0, :1])
+    np.testing.assert_allclose(verts, np.asarray(rec["vertices"]), atol=1e-5)
+
+
+def _image(path, size=(40, 30)):
+    Image.new("RGB", size, (90, 60, 30)).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda d: [str(d / "missing.jpg")], "image not found: {d}/missing.jpg"),
+    (lambda d: [str(d / "text.png")], "cannot read image {d}/text.png"),
+    (lambda d: [_image(d / "a.png"), "--box", "10,10,5,20"], "--box '10,10,5,20': needs x1 > x0"),
+    (lambda d: [_image(d / "a.png"), "--box", "1,2,3"], "expected four numbers"),
+    (lambda d: [_image(d / "a.png"), "--box", "1,2,x,4"], "expected four numbers"),
+    (lambda d: [_image(d / "a.png"), "--box", "100,100,120,120"], "lies outside the image"),
+    (lambda d: [_image(d / "a.png"), _image(d / "b.png"), "--box", "1,1,5,5", "--box", "full",
+                "--box", "full"], "3 --box values for 2 images"),
+    (lambda d: [_image(d / "a.png"), "--checkpoint", str(d)], "is neither a training work "
+                                                               "directory"),
+])
+def test_bad_input_exits_2_naming_it(make_args, message, tmp_path, capsys):
+    (tmp_path / "text.png").write_text("not an image")
+    args = make_args(tmp_path)
+    if "--checkpoint" not in args:
+        ckpt = tmp_path / "run" / "checkpoints" / "last" / "3"
+        ckpt.mkdir(parents=True)
+        args += ["--checkpoint", str(tmp_path / "run")]
+    assert infer.main(args + ["--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message.format(d=tmp_path) in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_checkpoint_that_does_not_match_the_config_exits_2(tiny_run, tmp_path, capsys):
+    """The session's run has one stack; configs/tiny.py has two."""
+    argv = ["--checkpoint", os.path.join(tiny_run.workdir, "checkpoints", "best"), "--config",
+            os.path.join(REPO, "configs", "tiny.py"), _image(tmp_path / "a.png"), "--out",
+            str(tmp_path / "out")]
+    assert infer.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "checkpoints/best does not match the config" in err and "configs/tiny.py" in err
+    assert len(err.strip().splitlines()) == 1, err
