@@ -130,8 +130,7 @@ class Bottleneck(nn.Module):
         conv = functools.partial(ConvBN, norm=self.norm, dtype=self.dtype)
         y = conv(self.width, 1)(x)
         y = conv(self.width, 3, self.strides)(y)
-        y = ConvBN(self.width * 4, 1, relu=False, dtype=self.dtype,
-                   norm=functools.partial(self.norm, scale_init=nn.initializers.zeros))(y)
+        y = conv(self.width * 4, 1, relu=False)(y)
         if x.shape[-1] != self.width * 4 or self.strides != 1:
             x = conv(self.width * 4, 1, self.strides, relu=False)(x)
         return nn.relu(x + y)

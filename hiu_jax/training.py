@@ -127,7 +127,7 @@ def train_step(state: TrainState, batch, *, loss_cfg, mano_model, axis_name=None
         grads = jax.lax.pmean(grads, axis_name)
     # One finite check on the global norm: it is non-finite iff some gradient is (or its squares
     # overflow float32, which is no usable step either). A per-leaf check compiles ~5x slower.
-    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(optax.global_norm(grads))
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(optax.tree.norm(grads))
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
@@ -137,7 +137,7 @@ def train_step(state: TrainState, batch, *, loss_cfg, mano_model, axis_name=None
         batch_stats=keep(batch_stats, state.batch_stats),
         nonfinite_run=jnp.where(finite, 0, state.nonfinite_run + 1),
         nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads), finite=finite.astype(jnp.float32))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads), finite=finite.astype(jnp.float32))
     return new_state, metrics
 
 
