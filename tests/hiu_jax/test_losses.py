@@ -497,3 +497,33 @@ def test_data_parallel_loss_equals_single_device_loss(mano):
                                    atol=1e-12, err_msg=key)
     assert float(metrics1["count/joints_2d"]) == float(
         (batch["has_2d"] * batch["valid"]).sum())
+
+
+def test_weak_perspective_fit_recovers_the_camera_and_zeroes_the_camera_term():
+    """Points projected with a known camera give that camera back (float32: ~1e-6 relative),
+    so the camera term is 0 there and positive for another camera; flags gate it."""
+    from hiu_jax import models
+
+    rng = np.random.default_rng(5)
+    b, crop = 3, 64
+    joints = jnp.asarray(rng.normal(0, 0.04, (b, 21, 3)), jnp.float32)
+    joints = joints - joints[:, :1]
+    cam = jnp.asarray([[0.8, 0.05, -0.1], [1.2, -0.2, 0.0], [0.5, 0.0, 0.3]], jnp.float32)
+    uv = models.project_weak_perspective_crop(joints, cam, crop)
+    vis = jnp.ones((b, 21)).at[1, :10].set(0.0)
+    fit, valid = losses.weak_perspective_fit(joints, uv, vis, crop)
+    np.testing.assert_allclose(np.asarray(fit), np.asarray(cam), rtol=1e-5, atol=1e-5)
+    assert bool(jnp.all(valid))
+    batch = {"joints_3d": joints, "keypoints_2d": uv, "keypoint_visibility": vis,
+             "image": jnp.zeros((b, crop, crop, 3)), "valid": jnp.ones(b), "has_2d": jnp.ones(b),
+             "has_3d": jnp.asarray([1.0, 1.0, 0.0])}
+    cfg = losses.term_config(losses.loss_config())
+    term = losses.registered_terms()["camera"]
+    zero = term.fn({"cam": [cam]}, batch, cfg)
+    np.testing.assert_allclose(np.asarray(zero), 0.0, atol=1e-9)
+    off = term.fn({"cam": [cam + 0.1]}, batch, cfg)
+    assert bool(jnp.all(off > 0))
+    assert term.flags == ("has_2d", "has_3d")
+    # A single visible joint cannot pin the scale: no target, value 0.
+    _, valid1 = losses.weak_perspective_fit(joints, uv, jnp.zeros((b, 21)).at[:, 3].set(1.0), crop)
+    assert not bool(jnp.any(valid1))
