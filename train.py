@@ -236,7 +236,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if done % config.image_every_steps == 0 or done == config.num_train_steps:
                 writer.images(done, evaluator.panels(unreplicate(device_state), config.num_images))
             if signals.received:
-                ckpts.save(done, unreplicate(device_state), {"step": done}, force=True)
+                if ckpts.latest_step() != done:  # not saved at this step already (Orbax refuses)
+                    ckpts.save(done, unreplicate(device_state), {"step": done}, force=True)
                 raise StopRequested(signals.received)
     except StopRequested as stop:
         ckpts.wait()
