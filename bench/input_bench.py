@@ -33,16 +33,9 @@ from datasets.freihand import freihand_dataset_builder as fh  # noqa: E402
 from tests.datasets import fakes  # noqa: E402
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
+
+from machine import cpu_model  # noqa: E402
 
 def cpu_seconds() -> float:
     """User + system CPU time of this process (all threads), seconds."""

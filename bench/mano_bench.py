@@ -39,22 +39,10 @@ BATCHES = (1, 32, 1024, 8192)
 GPU_FORWARD_BATCHES = (65536,)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+from machine import cpu_model, usable_cores  # noqa: E402
+
 
 
 def median_seconds(fn, repeats: int, budget_s: float) -> tuple[float, float]:

@@ -22,13 +22,9 @@ import numpy as np  # noqa: E402
 from hiu_jax import models, training  # noqa: E402
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
+
+from machine import cpu_model  # noqa: E402
 
 def flops_of(compiled):
     cost = compiled.cost_analysis()

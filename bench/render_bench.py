@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from hiu_jax import render  # noqa: E402
 
 
+from machine import cpu_model  # noqa: E402
+
 def uv_sphere(num_rings: int = 25, num_segments: int = 31):
     """Unit UV sphere: num_rings * num_segments + 2 vertices, 2 * num_rings * num_segments faces,
     counter-clockwise seen from outside. The defaults give 777 vertices and 1550 faces (MANO: 778,
@@ -73,15 +75,6 @@ def timed(fn, repeats):
     return first, best
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main():
