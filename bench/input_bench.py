@@ -35,7 +35,7 @@ from tests.datasets import fakes  # noqa: E402
 
 
 
-from machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 
 def cpu_seconds() -> float:
     """User + system CPU time of this process (all threads), seconds."""

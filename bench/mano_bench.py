@@ -41,7 +41,7 @@ GPU_FORWARD_BATCHES = (65536,)
 
 
 
-from machine import cpu_model, usable_cores  # noqa: E402
+from bench.machine import cpu_model, usable_cores  # noqa: E402
 
 
 

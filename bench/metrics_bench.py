@@ -28,7 +28,7 @@ from hiu_jax import metrics  # noqa: E402
 
 
 
-from machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 
 def timed(fn):
     w, c = time.perf_counter(), time.process_time()

@@ -24,7 +24,7 @@ from hiu_jax import models, training  # noqa: E402
 
 
 
-from machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 
 def flops_of(compiled):
     cost = compiled.cost_analysis()
@@ -46,7 +46,7 @@ def timed(fn, *args, repeats=5):
 
 def fake_batch(config, batch):
     """A batch with the pipeline's keys and shapes (random labels; all flags on)."""
-    n, hm, m = config.crop_size, config.model.heatmap_size, config.model.mask_size
+    n, hm = config.crop_size, config.model.heatmap_size
     rng = np.random.default_rng(0)
     f32 = np.float32
     b = {
@@ -69,7 +69,6 @@ def fake_batch(config, batch):
     for flag in ("has_intrinsics", "has_mask", "has_2d", "has_3d", "has_mesh", "has_mano",
                  "has_mano_trans", "has_scale", "has_bbox", "has_root_3d"):
         b[flag] = np.ones((batch,), f32)
-    del m
     return {k: jnp.asarray(v) for k, v in b.items()}
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from hiu_jax import render  # noqa: E402
 
 
-from machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 
 def uv_sphere(num_rings: int = 25, num_segments: int = 31):
     """Unit UV sphere: num_rings * num_segments + 2 vertices, 2 * num_rings * num_segments faces,

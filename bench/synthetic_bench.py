@@ -20,7 +20,7 @@ from datasets import synthetic  # noqa: E402
 
 
 
-from machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

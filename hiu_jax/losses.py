@@ -60,9 +60,9 @@ import ml_collections
 import numpy as np
 
 from hiu_jax import render
+from hiu_jax.models import NUM_BONES, PROJECTION_REF
 
 NUM_KEYPOINTS = 21
-NUM_BONES = 20
 # Bones (parent, child) in FreiHAND joint order, as datasets.pipeline.BONES: per finger f (thumb 0
 # .. pinky 4) 0-(4f+1), (4f+1)-(4f+2), (4f+2)-(4f+3), (4f+3)-(4f+4). POF channel 3b+k: axis k of b.
 BONES = tuple((0 if j == 0 else 4 * f + j, 4 * f + j + 1) for f in range(5) for j in range(4))
@@ -417,8 +417,6 @@ def weak_perspective_fit(joints_3d, keypoints_2d, visibility, crop_size: int):
     a = N / 2, b = a / PROJECTION_REF and visibility-weighted means, s = cov(X_xy, uv) /
     (b var(X_xy)) and t = (mean(uv) - a - b s mean(X_xy)) / a. Also returns a (B,) validity
     mask: False where fewer than two distinct visible points pin the scale."""
-    from hiu_jax.models import PROJECTION_REF
-
     a = 0.5 * crop_size
     b = a / PROJECTION_REF
     w = visibility / jnp.maximum(jnp.sum(visibility, -1, keepdims=True), 1e-9)

@@ -141,11 +141,6 @@ def train_step(state: TrainState, batch, *, loss_cfg, mano_model, axis_name=None
     return new_state, metrics
 
 
-def eval_step(state_variables, images, *, apply_fn):
-    """Predictions for evaluation: the model in inference mode. Pure."""
-    return apply_fn(state_variables, images, train=False)
-
-
 # ----------------------------------------------------------------------------------------------
 # Parallel wrappers.
 

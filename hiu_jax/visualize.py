@@ -10,10 +10,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hiu_jax import render
+from hiu_jax.losses import BONES
 from hiu_jax.models import PROJECTION_REF
 
-# The 20 bones of the 21 FreiHAND/OpenPose joints (parent, child), each finger base to tip.
-BONES = tuple((0 if k % 4 == 0 else k, k + 1) for k in range(20))
 FINGER_COLOURS = ((230, 60, 60), (240, 150, 40), (60, 180, 75), (50, 120, 230), (150, 80, 200))
 MESH_DISTANCE = 10.0  # metres: the weak-perspective mesh is drawn by a far pinhole camera
 

@@ -51,14 +51,6 @@ CUSTOM_TIPS = (700, 10, 333, 501, 2)
 # Random MANO-format models
 
 
-@pytest.fixture
-def x64():
-    """Runs the test with float64 enabled; jax.enable_x64 is a context manager in jax 0.10."""
-    before = jnp.zeros(()).dtype
-    with jax.enable_x64(True):
-        assert jnp.zeros(()).dtype == jnp.float64
-        yield
-    assert jnp.zeros(()).dtype == before
 
 
 def _f32(x):

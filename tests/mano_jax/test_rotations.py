@@ -37,13 +37,6 @@ skew = jax.jit(rotations.skew)
 THRESHOLD = 0.01
 
 
-@pytest.fixture
-def x64():
-    before = jnp.zeros(()).dtype
-    with jax.enable_x64(True):
-        assert jnp.zeros(()).dtype == jnp.float64
-        yield
-    assert jnp.zeros(()).dtype == before
 
 
 def unit_axes(rng, n):
