@@ -6,16 +6,10 @@
 
 The official files are Python-2 pickles (reference/mano.md, section 2.1): `shapedirs` is a chumpy
 object, `J_regressor` a scipy.sparse csc matrix. A pickle can run any callable it names, so this
-module never uses the stock unpickler. `_SafeUnpickler` resolves only an allow-list of globals:
-
-- NumPy array, dtype and scalar reconstruction (old `numpy.core` and new `numpy._core` paths);
-- `copy_reg._reconstructor` (base `object` only), `_codecs.encode` (latin-1 only), `object`,
-  `set`, `frozenset` (chumpy pickles its dirty-variable set) and `bytes()` with no argument;
-- scipy.sparse csc/csr/coo classes and the chumpy classes that only hold or reorder an array
-  (`Ch`, `Select`, `Reshape`, `transpose`). Both map to inert stand-ins of ours that only store
-  their pickled state; after loading, the stand-ins are turned into arrays by our own code.
-
-Any other global raises `UnsafePickleError` before anything from the file is called.
+module reads them with `mano_jax.safe_pickle`, the project's one safe unpickler: numeric NumPy
+arrays, scipy.sparse matrices and the chumpy classes that only hold or reorder an array, all
+rebuilt by our own code; any other global or dtype raises `UnsafePickleError` before anything from
+the file is called.
 """
 from __future__ import annotations
 
@@ -28,18 +22,13 @@ import numpy as np
 import scipy.sparse
 
 from mano_jax import model as mano_model
+from mano_jax import safe_pickle
+from mano_jax.safe_pickle import UnsafePickleError
 from mano_jax.model import SIDES, MANOModel, model_from_arrays, model_to_arrays
 
 SUFFIXES = (".pkl", ".npz")
-_MAX_NESTING = 32
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle names a global that is not on the allow-list of a MANO file."""
-
-
-class _BadStateError(ValueError):
-    """A stand-in's pickled state is not what its class pickles; the message is complete."""
+__all__ = ["UnsafePickleError", "load_arrays", "load_model", "official_arrays", "save_npz",
+           "save_pkl", "side_from_name"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,283 +221,17 @@ def _read_npz(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# .pkl: the restricted unpickler
-
-
-class _AllowedCallable:
-    """An allowed callable that a pickle cannot modify (BUILD on it is refused)."""
-
-    __slots__ = ("_fn",)
-
-    def __init__(self, fn):
-        self._fn = fn
-
-    def __call__(self, *args):
-        return self._fn(*args)
-
-    def __setstate__(self, state):
-        raise UnsafePickleError(f"the pickle tries to modify the allowed callable {self._fn}")
-
-
-def _object_reconstructor(cls, base, state):
-    """copy_reg._reconstructor restricted to `object.__new__(cls)` (how protocols 0-1 pickle
-    plain Python objects such as chumpy's)."""
-    if base is not object or state is not None:
-        raise UnsafePickleError(
-            f"copy_reg._reconstructor is allowed only with base object and no state, got base "
-            f"{base!r}"
-        )
-    return object.__new__(cls)
-
-
-def _latin1_encode(text, encoding):
-    """_codecs.encode as Python 3 writes bytes in protocol-2 pickles: str -> latin-1 bytes."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "iso-8859-1"):
-        raise UnsafePickleError(f"_codecs.encode is allowed only for latin-1 str, got {encoding!r}")
-    return text.encode("latin-1")
-
-
-def _empty_bytes():
-    """builtins.bytes as Python 3 writes an empty bytes object in protocol-2 pickles."""
-    return b""
-
-
-class _StandIn:
-    """An inert placeholder for an object of a class we never import; keeps its pickled state."""
-
-    global_name = "?"
-
-    def __setstate__(self, state):
-        self.state = state
-
-    def __reduce__(self):
-        raise TypeError(f"a stand-in for {self.global_name} cannot be pickled")
-
-
-class _ChumpyStandIn(_StandIn):
-    pass
-
-
-class _ChStandIn(_ChumpyStandIn):
-    global_name = "chumpy.ch.Ch"
-
-
-class _SelectStandIn(_ChumpyStandIn):
-    global_name = "chumpy.reordering.Select"
-
-
-class _ReshapeStandIn(_ChumpyStandIn):
-    global_name = "chumpy.reordering.Reshape"
-
-
-class _TransposeStandIn(_ChumpyStandIn):
-    global_name = "chumpy.reordering.transpose"
-
-
-class _SparseStandIn(_StandIn):
-    sparse_format = "?"
-
-
-def _sparse_stand_in(fmt: str, name: str) -> type:
-    return type(
-        f"_{name}StandIn", (_SparseStandIn,), {"global_name": name, "sparse_format": fmt}
-    )
-
-
-def _allowed_globals() -> dict:
-    """(module, name) as written in the pickle -> the object we hand to the unpickler."""
-    # The reconstruction functions NumPy itself pickles arrays with, whatever its version.
-    reconstruct = np.ndarray((0,)).__reduce__()[0]
-    scalar = np.float64(0.0).__reduce__()[0]
-    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
-        allowed[(f"{core}.multiarray", "scalar")] = scalar
-        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
-    for builtins in ("__builtin__", "builtins"):
-        allowed[(builtins, "object")] = object
-        allowed[(builtins, "set")] = set
-        allowed[(builtins, "frozenset")] = frozenset
-        allowed[(builtins, "bytes")] = _AllowedCallable(_empty_bytes)
-    for copyreg in ("copy_reg", "copyreg"):
-        allowed[(copyreg, "_reconstructor")] = _AllowedCallable(_object_reconstructor)
-    allowed[("_codecs", "encode")] = _AllowedCallable(_latin1_encode)
-    for fmt in ("csc", "csr", "coo"):
-        for kind in ("matrix", "array"):
-            stand_in = _sparse_stand_in(fmt, f"{fmt}_{kind}")
-            modules = ["scipy.sparse", f"scipy.sparse._{fmt}"]
-            if kind == "matrix":  # the pre-1.8 module paths only ever held the *_matrix classes
-                modules.append(f"scipy.sparse.{fmt}")
-            for module in modules:
-                allowed[(module, f"{fmt}_{kind}")] = stand_in
-    allowed[("chumpy.ch", "Ch")] = _ChStandIn
-    allowed[("chumpy", "Ch")] = _ChStandIn
-    allowed[("chumpy.reordering", "Select")] = _SelectStandIn
-    allowed[("chumpy.reordering", "Reshape")] = _ReshapeStandIn
-    allowed[("chumpy.reordering", "transpose")] = _TransposeStandIn
-    return allowed
-
-
-_ALLOWED_GLOBALS = _allowed_globals()
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only `_ALLOWED_GLOBALS`; `source` names the file in errors.
-
-    `find_class` sees the names exactly as written (Python 2 pickles say `copy_reg`,
-    `__builtin__`), so both spellings are in the allow-list.
-    """
-
-    def __init__(self, file, source: str):
-        super().__init__(file, encoding="latin1")
-        self._source = source
-
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except (KeyError, TypeError):
-            pass
-        hint = ""
-        if str(module).startswith("chumpy"):
-            hint = " (only chumpy Ch, Select, Reshape and transpose objects can be read)"
-        raise UnsafePickleError(
-            f"{self._source}: refused to load global {module}.{name}: not on the allow-list for "
-            f"MANO files (NumPy arrays, scipy.sparse matrices, chumpy arrays){hint}. Nothing from "
-            "the file was run; the file is corrupt, not a MANO model, or malicious."
-        )
-
-    def persistent_load(self, pid):
-        raise UnsafePickleError(f"{self._source}: persistent ids are not allowed in MANO files")
+# .pkl
 
 
 def _read_pkl(path: Path) -> dict:
-    source = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = _SafeUnpickler(f, source).load()
-    except UnsafePickleError:
-        raise
-    except Exception as err:  # whatever else goes wrong, the file is at fault; say which
-        raise ValueError(
-            f"{path}: not a readable MANO pickle ({type(err).__name__}: {err})"
-        ) from err
+    data = safe_pickle.load(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a pickled dict of arrays, found {type(data).__name__}")
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
         raise ValueError(f"{path}: keys must be str, found {bad_keys[:3]!r}")
-    return {key: _resolve(value, source, key) for key, value in data.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# Stand-ins -> arrays
-
-
-def _resolve(value, source: str, key: str, depth: int = 0):
-    """Replaces stand-ins, also inside lists, tuples and dicts, by ndarrays / sparse matrices."""
-    if depth > _MAX_NESTING:
-        raise _BadStateError(
-            f"{source}: key {key!r}: values nest deeper than {_MAX_NESTING} levels"
-        )
-    if isinstance(value, _ChumpyStandIn):
-        return _chumpy_to_array(value, source, key, depth)
-    if isinstance(value, _SparseStandIn):
-        return _sparse_from_state(value, source, key)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_resolve(v, source, key, depth + 1) for v in value)
-    if isinstance(value, dict):
-        return {k: _resolve(v, source, key, depth + 1) for k, v in value.items()}
-    return value
-
-
-def _term(obj: _StandIn, name: str, source: str, key: str):
-    state = obj.state if hasattr(obj, "state") else None
-    if not isinstance(state, dict):
-        raise _BadStateError(
-            f"{source}: key {key!r}: {obj.global_name} was pickled without a state dict"
-        )
-    if name not in state:
-        raise _BadStateError(
-            f"{source}: key {key!r}: {obj.global_name} has no {name!r} in its pickled state "
-            f"(found {sorted(map(str, state))})"
-        )
-    return state[name]
-
-
-def _chumpy_to_array(obj, source: str, key: str, depth: int) -> np.ndarray:
-    """The value (`.r`) of a chumpy Ch / Select / Reshape / transpose, computed from its state."""
-    if depth > _MAX_NESTING:
-        raise _BadStateError(
-            f"{source}: key {key!r}: values nest deeper than {_MAX_NESTING} levels"
-        )
-
-    def operand(name):
-        value = _term(obj, name, source, key)
-        if isinstance(value, _ChumpyStandIn):
-            return _chumpy_to_array(value, source, key, depth + 1)
-        numeric = isinstance(value, (np.ndarray, np.generic, int, float))
-        if not (numeric and np.issubdtype(np.asarray(value).dtype, np.number)):
-            raise _BadStateError(
-                f"{source}: key {key!r}: {obj.global_name}.{name} is a {type(value).__name__}, "
-                "expected a numeric array or a chumpy array"
-            )
-        return np.asarray(value)
-
-    try:
-        if isinstance(obj, _ChStandIn):
-            return operand("x")
-        if isinstance(obj, _SelectStandIn):
-            idxs = np.asarray(_term(obj, "idxs", source, key))
-            if not np.issubdtype(idxs.dtype, np.integer):
-                raise ValueError(f"Select.idxs has dtype {idxs.dtype}, expected integers")
-            result = operand("a").ravel()[idxs]
-            state = obj.state
-            if "preferred_shape" in state:
-                result = result.reshape(tuple(int(n) for n in state["preferred_shape"]))
-            return result
-        if isinstance(obj, _ReshapeStandIn):
-            newshape = _term(obj, "newshape", source, key)
-            return operand("a").reshape(newshape)
-        if isinstance(obj, _TransposeStandIn):
-            axes = obj.state.get("axes") if isinstance(obj.state, dict) else None
-            return np.ascontiguousarray(np.transpose(operand("a"), axes))
-    except _BadStateError:
-        raise
-    except (IndexError, TypeError, ValueError) as err:
-        raise _BadStateError(
-            f"{source}: key {key!r}: cannot evaluate {obj.global_name}: {err}"
-        ) from err
-    raise _BadStateError(f"{source}: key {key!r}: cannot evaluate {obj.global_name}")
-
-
-def _sparse_from_state(obj: _SparseStandIn, source: str, key: str):
-    """A scipy.sparse matrix rebuilt from the pickled attribute dict, fully validated."""
-    state = obj.state if hasattr(obj, "state") else None
-    if not isinstance(state, dict):
-        raise _BadStateError(
-            f"{source}: key {key!r}: {obj.global_name} was pickled without a state dict"
-        )
-    shape_key = "_shape" if "_shape" in state else "shape"  # SciPy < 0.14 stored `shape`
-    try:
-        shape = tuple(int(n) for n in _term(obj, shape_key, source, key))
-        data = np.asarray(_term(obj, "data", source, key))
-        if obj.sparse_format == "coo":
-            if "coords" in state:  # SciPy >= 1.13
-                row, col = state["coords"]
-            else:
-                row, col = _term(obj, "row", source, key), _term(obj, "col", source, key)
-            return scipy.sparse.coo_matrix((data, (np.asarray(row), np.asarray(col))), shape=shape)
-        cls = scipy.sparse.csc_matrix if obj.sparse_format == "csc" else scipy.sparse.csr_matrix
-        indices = np.asarray(_term(obj, "indices", source, key))
-        indptr = np.asarray(_term(obj, "indptr", source, key))
-        matrix = cls((data, indices, indptr), shape=shape)
-        matrix.check_format(full_check=True)  # bounds of every index, before anything reads them
-        return matrix
-    except _BadStateError:
-        raise
-    except (IndexError, TypeError, ValueError) as err:
-        raise _BadStateError(f"{source}: key {key!r}: invalid {obj.global_name}: {err}") from err
+    return data
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ Conversions (HO-3D stores OpenGL camera coordinates: x right, y up, hand at z < 
 - translation: MANO rotates about its shaped root J0, verts_gl = R_gl (V - J0) + J0 + t_gl, and
   the wrist is wrist_gl = J0 + t_gl. Requiring verts_cv = C verts_gl = R_cv (V - J0) + J0 + t_cv
   gives t_cv = C J0 + C t_gl - J0 = t_gl + (C - I) wrist_gl, computable without the MANO file.
-Meta pickles are Python-2 pickles, read by datasets.safe_pickle (no code execution).
+Meta pickles are Python-2 pickles, read by mano_jax.safe_pickle (no code execution).
 """
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from scipy.spatial.transform import Rotation
 
-from datasets import builder_utils, safe_pickle, schema
+from datasets import builder_utils, schema
 from datasets.schema import BadRecordError
+from mano_jax import safe_pickle
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 # FreiHAND joint j = HO-3D joint MANO_TO_FREIHAND[j] (HO-3D order: MANO joints then 5 tips).

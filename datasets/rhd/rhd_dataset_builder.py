@@ -20,8 +20,9 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from datasets import builder_utils, safe_pickle, schema
+from datasets import builder_utils, schema
 from datasets.schema import BadRecordError
+from mano_jax import safe_pickle
 
 # FreiHAND joint j = RHD joint RHD_TO_FREIHAND[j] within one hand (0 wrist; fingers tip-first).
 RHD_TO_FREIHAND = np.array(

@@ -111,7 +111,8 @@ def bad_root(built, tmp_path):
 
 
 def test_bad_record_names_file(bad_root, tmp_path):
-    with pytest.raises(BadRecordError, match=r"TS0/meta/0001.pkl \[index TS0/0001\].*refusing"):
+    with pytest.raises(BadRecordError,
+                       match=r"TS0/meta/0001.pkl \[index TS0/0001\].*refused to load global"):
         fakes.build(ho3d.Builder, bad_root, tmp_path / "data")
 
 

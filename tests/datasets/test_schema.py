@@ -1,13 +1,11 @@
-"""The canonical schema: defaults, flags, validation messages; and the safe pickle loader."""
+"""The canonical schema: defaults, flags, validation messages."""
 import io
-import os
-import pickle
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import safe_pickle, schema
+from datasets import schema
 from datasets.schema import BadRecordError
 
 HW = (6, 8)
@@ -112,35 +110,3 @@ def test_project_matches_pinhole_formula():
     xyz = np.array([[0.1, -0.2, 2.0], [0.0, 0.0, 1.0]])
     expected = np.array([[100 * 0.05 + 4, 90 * -0.1 + 3], [4, 3]])
     np.testing.assert_allclose(schema.project(K, xyz), expected, rtol=1e-6)
-
-
-# -- safe_pickle ----------------------------------------------------------------------------
-
-
-class _Evil:
-    def __reduce__(self):
-        return (os.system, ("echo should-not-run",))
-
-
-def test_safe_pickle_loads_numpy_data(tmp_path):
-    data = {"a": np.arange(6.0).reshape(2, 3), "s": np.float64(2.5), "name": "obj", "n": None}
-    for protocol in (0, 2, pickle.HIGHEST_PROTOCOL):
-        path = tmp_path / f"p{protocol}.pkl"
-        path.write_bytes(pickle.dumps(data, protocol=protocol))
-        out = safe_pickle.load(path)
-        np.testing.assert_array_equal(out["a"], data["a"])
-        assert out["s"] == 2.5 and out["name"] == "obj" and out["n"] is None
-
-
-def test_safe_pickle_refuses_code(tmp_path):
-    path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps({"x": _Evil()}, protocol=2))
-    with pytest.raises(pickle.UnpicklingError, match=r"evil.pkl: refusing to load global .*system"):
-        safe_pickle.load(path)
-
-
-def test_safe_pickle_names_corrupt_file(tmp_path):
-    path = tmp_path / "cut.pkl"
-    path.write_bytes(pickle.dumps({"a": np.zeros(100)}, protocol=2)[:40])
-    with pytest.raises(pickle.UnpicklingError, match="cut.pkl: corrupt pickle"):
-        safe_pickle.load(path)
