@@ -41,7 +41,8 @@ def load_model(path, side: str | None = None, *, fix_left_shapedirs: bool = Fals
     Args:
       path: str or os.PathLike, e.g. "MANO_RIGHT.pkl" or "mano_left.npz".
       side: "right" or "left"; if None, read from the file name ("right"/"left" as a word, any
-        case). A side that contradicts the file name is an error.
+        case). A side that contradicts the file name, or the geometry (which side of the palm
+        the thumb is on), is an error.
       fix_left_shapedirs: negate `shapedirs[:, 0, :]`, the known sign bug of MANO_LEFT.pkl (see
         `mano_jax.model.fix_left_shapedirs`). Only valid for a left model.
 
@@ -50,8 +51,9 @@ def load_model(path, side: str | None = None, *, fix_left_shapedirs: bool = Fals
 
     Raises:
       FileNotFoundError: `path` does not exist.
-      ValueError: unknown extension, undecidable or contradicting side, unreadable file, a key
-        with the wrong shape or values.
+      ValueError: unknown extension, undecidable or contradicting side (from the name, the
+        argument or the geometry), unreadable file, a key with the wrong shape or values, a hand
+        not in metres (see `mano_jax.model.check_hand_geometry`).
       KeyError: a required key is missing.
       UnsafePickleError: the pickle names a global outside the allow-list.
     """
@@ -62,6 +64,7 @@ def load_model(path, side: str | None = None, *, fix_left_shapedirs: bool = Fals
             f"{path}: fix_left_shapedirs=True applies to left models only, but side is {side!r}"
         )
     model = model_from_arrays(load_arrays(path), side, source=str(path))
+    mano_model.check_hand_geometry(model, source=str(path))
     return mano_model.fix_left_shapedirs(model) if fix_left_shapedirs else model
 
 

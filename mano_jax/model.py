@@ -48,6 +48,15 @@ REQUIRED_SHAPES = {
 
 SIDES = ("right", "left")
 
+# Plausibility limits of a loaded hand (see `check_hand_geometry` and `model_from_arrays`).
+HAND_SIZE_RANGE_M = (0.05, 0.5)  # longest side of v_template's box; real hands are 0.15-0.25 m
+# A row of J_regressor (778 terms) or weights (16 terms) may have been rounded to float32 once:
+# at most n * 2**-24 off 1, i.e. 4.6e-5 and 1e-6; the tolerances give 2x and 10x margins.
+J_REGRESSOR_SUM_TOL = 1e-4
+WEIGHTS_SUM_TOL = 1e-5
+# |chirality| below this (thumb nearly in the palm plane) does not decide the side.
+MIN_CHIRALITY = 0.1
+
 
 def float_dtype():
     """The float dtype JAX computes in now: float64 when `jax_enable_x64` is on, else float32."""
@@ -104,7 +113,10 @@ def model_from_arrays(arrays: dict, side: str, *, source: str = "model") -> MANO
 
     Raises:
       KeyError: a required key is missing (the message names it and the source).
-      ValueError: a key has the wrong shape, a non-finite value, or the tree is not MANO's.
+      ValueError: a key has the wrong shape, a non-finite value, rows of J_regressor or weights
+        that do not sum to 1 (`J_REGRESSOR_SUM_TOL`, `WEIGHTS_SUM_TOL`) or negative entries, or
+        the tree is not MANO's. The hand's size and side are checked by `check_hand_geometry`
+        (`mano_jax.load_model` does both).
     """
     if side not in SIDES:
         raise ValueError(f"{source}: side must be 'right' or 'left', got {side!r}")
@@ -132,6 +144,9 @@ def model_from_arrays(arrays: dict, side: str, *, source: str = "model") -> MANO
         dense[key] = value
     if dense["shapedirs"].shape[-1] < 1:
         raise ValueError(f"{source}: key 'shapedirs' has no shape directions")
+
+    _check_rows_sum_to_one(dense["J_regressor"], "J_regressor", J_REGRESSOR_SUM_TOL, source)
+    _check_rows_sum_to_one(dense["weights"], "weights", WEIGHTS_SUM_TOL, source)
 
     parents = tuple(int(p) for p in dense["kintree_table"][0].astype(np.int64))
     parents = tuple(-1 if (p < 0 or p >= NUM_JOINTS) else p for p in parents)  # 2**32-1 = none
@@ -188,6 +203,76 @@ def fix_left_shapedirs(model: MANOModel) -> MANOModel:
     the unfixed left file (and every peer layer) expect the original sign.
     """
     return dataclasses.replace(model, shapedirs=model.shapedirs.at[:, 0, :].multiply(-1.0))
+
+
+def chirality(v_template, J_regressor) -> float:
+    """Which hand the rest geometry is: < 0 for a right hand, > 0 for a left hand.
+
+    The normalised triple product (a x l) . t of the rest joints J = J_regressor @ v_template,
+    with a = middle1 - wrist (along the fingers), l = index1 - pinky1 (across the palm, towards
+    the thumb) and t = mean(thumb joints) - wrist: the thumb sits on the palm side, so the sign
+    says whether (fingers, thumb side, palm) is a right- or left-handed frame. It is unchanged by
+    rotations and units and flips under a mirror: -0.29 for the procedural right hand, +0.29 for
+    the left; MANO_RIGHT.pkl's rest joints give about -0.34.
+
+    Args:
+      v_template: (778, 3) rest vertices; J_regressor: (16, 778), MANO joint order.
+    Returns:
+      A float in [-1, 1]; values near 0 (|c| < MIN_CHIRALITY) do not decide the side.
+    """
+    joints = np.asarray(J_regressor, np.float64) @ np.asarray(v_template, np.float64)
+    along = joints[4] - joints[0]
+    across = joints[1] - joints[7]
+    thumb = joints[13:16].mean(axis=0) - joints[0]
+    scale = np.linalg.norm(along) * np.linalg.norm(across) * np.linalg.norm(thumb)
+    if not scale > 0:
+        return 0.0
+    return float(np.cross(along, across) @ thumb / scale)
+
+
+def check_hand_geometry(model: MANOModel, source: str = "model") -> None:
+    """Refuses a model whose rest hand is not a hand of `model.side` in metres.
+
+    Checks the longest side of v_template's bounding box against `HAND_SIZE_RANGE_M` (catches
+    millimetres or centimetres) and the side against `chirality` (catches a left model saved as
+    MANO_RIGHT.pkl, whose geometry would be mirrored).
+
+    Raises:
+      ValueError: naming `source`, the key and the value found.
+    """
+    v_template = np.asarray(model.v_template, np.float64)
+    size = float(np.max(v_template.max(axis=0) - v_template.min(axis=0)))
+    low, high = HAND_SIZE_RANGE_M
+    if not low <= size <= high:
+        raise ValueError(
+            f"{source}: key 'v_template' spans {size:.4g} along its longest axis; a hand in "
+            f"metres spans 0.15-0.25 (accepted {low}-{high}). Is the file in millimetres or "
+            "centimetres? MANO files are in metres."
+        )
+    c = chirality(v_template, model.J_regressor)
+    geometric = "right" if c <= -MIN_CHIRALITY else "left" if c >= MIN_CHIRALITY else None
+    if geometric is not None and geometric != model.side:
+        raise ValueError(
+            f"{source}: the model is loaded as a {model.side} hand, but its geometry (v_template "
+            f"and J_regressor: chirality {c:+.2f}, < 0 right, > 0 left) is a {geometric} hand. "
+            "Is it the other side's file under the wrong name or side argument?"
+        )
+
+
+def _check_rows_sum_to_one(value: np.ndarray, key: str, tol: float, source: str) -> None:
+    """Each row of `value` is a convex combination: entries >= -tol, sum within tol of 1."""
+    sums = value.astype(np.float64).sum(axis=1)
+    worst = int(np.argmax(np.abs(sums - 1.0)))
+    if abs(sums[worst] - 1.0) > tol:
+        raise ValueError(
+            f"{source}: key {key!r}: rows must sum to 1 (within {tol:g}), row {worst} sums to "
+            f"{sums[worst]:.6g} (row sums range {sums.min():.6g}..{sums.max():.6g})"
+        )
+    if value.min() < -tol:
+        row = int(np.argmin(value.min(axis=1)))
+        raise ValueError(
+            f"{source}: key {key!r}: entries must be >= 0, row {row} holds {value[row].min():.6g}"
+        )
 
 
 def _shape_str(shape) -> str:

@@ -23,7 +23,8 @@ import pytest
 import scipy.sparse
 
 from mano_jax.io import UnsafePickleError, load_arrays, load_model, save_npz, save_pkl
-from mano_jax.model import MANO_PARENTS, REQUIRED_SHAPES, model_from_arrays
+from mano_jax.model import MANO_PARENTS, REQUIRED_SHAPES, chirality, model_from_arrays
+from mano_jax.procedural import _cached_arrays as procedural_arrays
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_BETAS = 10
@@ -33,30 +34,29 @@ NUM_BETAS = 10
 # Fixtures: random official arrays and a Python-2-style chumpy pickle
 
 
-def random_official_arrays(seed: int = 0) -> dict:
-    """Random arrays with the official keys, shapes and dtypes.
+def random_official_arrays(seed: int = 0, side: str = "right") -> dict:
+    """Random arrays with the official keys, shapes and dtypes, on a plausible hand.
 
-    Floats are float32 values stored as float64, so they survive the float32 model exactly and
-    every comparison below can be exact equality.
+    v_template, J_regressor and weights are the procedural hand of `side` (the loader checks the
+    size, side and row sums of those); the other floats are random. Floats are float32 values
+    stored as float64, so they survive the float32 model exactly and every comparison below can
+    be exact equality.
     """
     rng = np.random.default_rng(seed)
 
     def floats(*shape):
         return rng.standard_normal(shape).astype(np.float32).astype(np.float64)
 
-    j_regressor = np.zeros((16, 778))
-    for joint in range(16):
-        cols = rng.choice(778, size=12, replace=False)
-        j_regressor[joint, cols] = rng.random(12).astype(np.float32)
+    hand = procedural_arrays(side)
     kintree = np.zeros((2, 16), np.int64)
     kintree[0] = [2**32 - 1 if p < 0 else p for p in MANO_PARENTS]
     kintree[1] = np.arange(16)
     return {
-        "v_template": floats(778, 3),
+        "v_template": hand["v_template"].astype(np.float32).astype(np.float64),
         "shapedirs": floats(778, 3, NUM_BETAS),
         "posedirs": floats(778, 3, 135),
-        "J_regressor": j_regressor,
-        "weights": floats(778, 16),
+        "J_regressor": hand["J_regressor"].astype(np.float32).astype(np.float64),
+        "weights": hand["weights"].astype(np.float32).astype(np.float64),
         "kintree_table": kintree,
         "f": rng.integers(0, 778, size=(1538, 3)).astype(np.uint32),
         "hands_components": floats(45, 45),
@@ -167,6 +167,11 @@ def assert_models_equal(a, b):
 @pytest.fixture(scope="module")
 def arrays():
     return random_official_arrays()
+
+
+@pytest.fixture(scope="module")
+def left_arrays():
+    return random_official_arrays(side="left")
 
 
 @pytest.fixture
@@ -326,8 +331,8 @@ def test_missing_file_and_unknown_extension(tmp_path):
         load_model(other)
 
 
-def test_side_from_file_name_argument_and_contradiction(tmp_path, arrays):
-    left = write_npz(tmp_path / "mano_left.npz", arrays)
+def test_side_from_file_name_argument_and_contradiction(tmp_path, arrays, left_arrays):
+    left = write_npz(tmp_path / "mano_left.npz", left_arrays)
     assert load_model(left).side == "left"
     neutral = write_npz(tmp_path / "hand.npz", arrays)
     with pytest.raises(ValueError, match=r"pass side='right' or side='left'"):
@@ -339,8 +344,8 @@ def test_side_from_file_name_argument_and_contradiction(tmp_path, arrays):
         load_model(neutral, side="up")
 
 
-def test_fix_left_shapedirs_negates_x_row(tmp_path, arrays):
-    path = write_npz(tmp_path / "MANO_LEFT.npz", arrays)
+def test_fix_left_shapedirs_negates_x_row(tmp_path, arrays, left_arrays):
+    path = write_npz(tmp_path / "MANO_LEFT.npz", left_arrays)
     plain = load_model(path)
     fixed = load_model(path, fix_left_shapedirs=True)
     np.testing.assert_array_equal(fixed.shapedirs[:, 0, :], -plain.shapedirs[:, 0, :])
@@ -350,13 +355,60 @@ def test_fix_left_shapedirs_negates_x_row(tmp_path, arrays):
         load_model(write_npz(tmp_path / "MANO_RIGHT.npz", arrays), fix_left_shapedirs=True)
 
 
+def test_chirality_tells_the_procedural_sides_apart():
+    right, left = procedural_arrays("right"), procedural_arrays("left")
+    c_right = chirality(right["v_template"], right["J_regressor"])
+    assert c_right < -0.2
+    assert chirality(left["v_template"], left["J_regressor"]) == pytest.approx(-c_right)
+    # unchanged by a rotation (official MANO files point the fingers along -x) and by units
+    rot = np.array([[-1.0, 0, 0], [0, 1, 0], [0, 0, -1]])
+    assert chirality(1000 * right["v_template"] @ rot.T, right["J_regressor"]) == pytest.approx(
+        c_right)
+
+
+def test_left_geometry_loaded_as_right_is_refused(tmp_path, left_arrays):
+    message = r"loaded as a right hand, but its geometry .* is a left hand"
+    with pytest.raises(ValueError, match=message):
+        load_model(write_npz(tmp_path / "MANO_RIGHT.npz", left_arrays))
+    neutral = write_npz(tmp_path / "hand.npz", left_arrays)
+    with pytest.raises(ValueError, match=message):
+        load_model(neutral, side="right")
+    assert load_model(neutral, side="left").side == "left"
+
+
+def test_millimetre_template_is_refused(tmp_path, arrays):
+    v_template = 1000 * arrays["v_template"]
+    path = write_npz(tmp_path / "MANO_RIGHT.npz", dict(arrays, v_template=v_template))
+    with pytest.raises(ValueError, match=r"'v_template' spans 205 .*millimetres"):
+        load_model(path)
+
+
+def _one_negative_weight(weights):
+    weights = weights.copy()
+    weights[0] = 0.0
+    weights[0, :2] = [-1.0, 2.0]
+    return weights
+
+
+@pytest.mark.parametrize("key, change, message", [
+    ("J_regressor", np.zeros_like, r"'J_regressor': rows must sum to 1 .* row 0 sums to 0"),
+    ("weights", lambda w: 2 * w, r"'weights': rows must sum to 1 .* sums to 2"),
+    ("weights", _one_negative_weight, r"'weights': entries must be >= 0, row 0 holds -1"),
+])
+def test_rows_that_do_not_sum_to_one_are_refused(tmp_path, arrays, key, change, message):
+    path = write_npz(tmp_path / "MANO_RIGHT.npz", dict(arrays, **{key: change(arrays[key])}))
+    with pytest.raises(ValueError, match=message) as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing
 
 
 @pytest.mark.parametrize("save, suffix", [(save_npz, ".npz"), (save_pkl, ".pkl")])
-def test_save_load_round_trip_is_exact(tmp_path, arrays, save, suffix):
-    model = model_from_arrays(arrays, "left", source="test")
+def test_save_load_round_trip_is_exact(tmp_path, left_arrays, save, suffix):
+    model = model_from_arrays(left_arrays, "left", source="test")
     written = save(model, tmp_path / f"MANO_LEFT{suffix}")
     assert written == tmp_path / f"MANO_LEFT{suffix}"
     assert_models_equal(load_model(written), model)
@@ -381,7 +433,8 @@ def test_saved_pkl_is_official_format_for_plain_readers(tmp_path, arrays):
     np.testing.assert_array_equal(content["shapedirs"], arrays["shapedirs"])
     assert content["f"].dtype == np.uint32 and content["kintree_table"].dtype == np.int64
     assert content["kintree_table"][0, 0] == 2**32 - 1
-    np.testing.assert_array_equal(content["J"], arrays["J_regressor"] @ arrays["v_template"])
+    np.testing.assert_allclose(content["J"], arrays["J_regressor"] @ arrays["v_template"],
+                               rtol=0, atol=1e-15)  # BLAS may sum in another order
 
 
 def test_save_rejects_bad_arguments(tmp_path, arrays):
