@@ -107,11 +107,10 @@ def parse_args(argv):
 def _load_json(path, what):
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
-    with open(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{what} {path} is not valid JSON ({e})") from None
+    try:
+        return metrics.read_json(path)
+    except ValueError as e:
+        raise UserError(f"{what} {e}") from None
 
 
 def load_ground_truth(gt_dir, set_name="evaluation"):

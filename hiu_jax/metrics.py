@@ -30,6 +30,7 @@ detail by detail, as implemented here:
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -39,6 +40,9 @@ from scipy.spatial import cKDTree
 NUM_KEYPOINTS = 21
 NUM_MANO_VERTICES = 778
 ALIGN_EPS = 1e-8  # added to each Frobenius norm in align_w_scale, as in the official script
+# Largest |coordinate| a 3D point read from a file may have: a hand is within metres of the
+# camera; 100 m leaves room for any real scene and catches wrong units (mm = 1000x) and garbage.
+MAX_ABS_COORDINATE_M = 100.0
 
 FREIHAND_PCK_THRESHOLDS = np.linspace(0.0, 0.05, 100)  # metres (official get_measures(0, .05, 100))
 FSCORE_THRESHOLDS = (0.005, 0.015)  # metres
@@ -74,8 +78,45 @@ def _first_non_finite(x: np.ndarray) -> Optional[tuple]:
     return None if len(bad) == 0 else tuple(int(i) for i in bad[0])
 
 
+def _check_range(name: str, x: np.ndarray, max_abs: Optional[float], sample=None) -> None:
+    """Raises ValueError naming the sample, point and value of the first |x| > max_abs."""
+    if max_abs is None:
+        return
+    bad = np.argwhere(np.abs(x) > max_abs)
+    if len(bad):
+        at = tuple(int(i) for i in bad[0])
+        where = f"sample {at[0]}, point {at[1]}" if sample is None else \
+            f"sample {sample}, point {at[0]}"
+        raise ValueError(f"{name}: {where} has coordinate {x[at]:.6g}, beyond the physical "
+                         f"range +-{max_abs:g} m (wrong units, e.g. millimetres?)")
+
+
+def _numbers_array(item) -> np.ndarray:
+    """float64 array of `item`, whose leaves must be real numbers: np.asarray(.., float) would
+    silently turn the str "1.5" and the bool true into numbers.
+
+    Raises:
+      TypeError: a leaf is a str, bool or other non-number (the message names its type).
+      ValueError: ragged nesting.
+    """
+    if isinstance(item, np.ndarray) and item.dtype != object:
+        if item.dtype.kind not in "iuf":
+            raise TypeError(f"holds {item.dtype} values, expected numbers")
+        return item.astype(np.float64)
+    leaves = np.asarray(item, dtype=object)
+    for kind in set(map(type, leaves.ravel())):
+        if not issubclass(kind, numbers.Real) or issubclass(kind, (bool, np.bool_)):
+            example = next(v for v in leaves.ravel() if type(v) is kind)
+            if isinstance(example, (list, tuple)):
+                raise ValueError("ragged nesting")
+            raise TypeError(f"holds {kind.__name__} values (e.g. {example!r:.40}), expected "
+                            "numbers")
+    return leaves.astype(np.float64)
+
+
 def check_points(name: str, x, num_points: Optional[int] = None,
-                 num_samples: Optional[int] = None, dims: int = 3) -> np.ndarray:
+                 num_samples: Optional[int] = None, dims: int = 3,
+                 max_abs: Optional[float] = None) -> np.ndarray:
     """Validates a batch of point sets and returns it as float64.
 
     Args:
@@ -83,9 +124,10 @@ def check_points(name: str, x, num_points: Optional[int] = None,
       x: (N, P, dims) array-like.
       num_points: required P, or None for any P >= 1.
       num_samples: required N, or None.
+      max_abs: refuse |coordinate| > max_abs (e.g. `MAX_ABS_COORDINATE_M`); None: no limit.
     Raises:
       ValueError naming `name` and the found shape, the sample count, or the sample, point and
-      value of the first non-finite entry.
+      value of the first non-finite or out-of-range entry.
     """
     try:
         x = np.asarray(x, dtype=np.float64)
@@ -102,28 +144,33 @@ def check_points(name: str, x, num_points: Optional[int] = None,
     if bad is not None:
         raise ValueError(f"{name}: sample {bad[0]} has a non-finite value ({x[bad]}) at point "
                          f"{bad[1]}, coordinate {bad[2]}")
+    _check_range(name, x, max_abs)
     return x
 
 
 def stack_samples(name: str, samples: Sequence, num_points: Optional[int] = None,
-                  dims: int = 3) -> np.ndarray:
+                  dims: int = 3, max_abs: Optional[float] = MAX_ABS_COORDINATE_M) -> np.ndarray:
     """Stacks N per-sample point sets (each (P, dims), e.g. from JSON) into (N, P, dims) float64.
 
     Args:
       name: what the list is, for the error messages (e.g. "pred.json keypoints").
-      samples: sequence of N array-likes.
+      samples: sequence of N array-likes of numbers (str and bool are refused).
       num_points: required P, or None: then every sample must have sample 0's P.
+      max_abs: refuse |coordinate| > max_abs (metres by default); None: no limit.
     Raises:
       ValueError naming the index and found shape of the first malformed sample (ragged, wrong
-      shape, non-numeric), or the index, point and value of the first non-finite entry.
+      shape, non-numeric), or the index, point and value of the first non-finite or
+      out-of-range entry.
     """
     if len(samples) == 0:
         raise ValueError(f"{name}: no samples")
     arrays = []
     for i, s in enumerate(samples):
         try:
-            a = np.asarray(s, dtype=np.float64)
-        except (TypeError, ValueError):
+            a = _numbers_array(s)
+        except TypeError as e:
+            raise ValueError(f"{name}: sample {i} {e}") from None
+        except ValueError:
             raise ValueError(f"{name}: sample {i} is not a rectangular numeric array") from None
         p = num_points if num_points is not None else (arrays[0].shape[0] if arrays else None)
         if (a.ndim != 2 or a.shape[1] != dims or a.shape[0] == 0
@@ -134,6 +181,7 @@ def stack_samples(name: str, samples: Sequence, num_points: Optional[int] = None
         if bad is not None:
             raise ValueError(f"{name}: sample {i} has a non-finite value ({a[bad]}) at point "
                              f"{bad[0]}, coordinate {bad[1]}")
+        _check_range(name, a, max_abs, sample=i)
         arrays.append(a)
     return np.stack(arrays)
 
@@ -178,13 +226,23 @@ def orthogonal_procrustes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.
     return u @ vt, w.sum(-1)
 
 
+def _frobenius_norm(x: np.ndarray) -> np.ndarray:
+    """||x||_F over the last two axes, (..., P, D) -> (...), without overflow or underflow:
+    each set is divided by its largest |entry| before squaring (1e200 m**2 would be inf)."""
+    big = np.max(np.abs(x), axis=(-2, -1))
+    safe = np.where(big > 0, big, 1.0)
+    scaled = x / safe[..., None, None]
+    return np.sqrt(np.sum(scaled * scaled, axis=(-2, -1))) * np.where(big > 0, big, 0.0)
+
+
 def align_w_scale(gt: np.ndarray, pred: np.ndarray, return_transform: bool = False):
     """The official FreiHAND similarity alignment of `pred` onto `gt` (batched).
 
     gt_n = (gt - mean(gt)) / (||gt - mean(gt)||_F + 1e-8), pred_n likewise;
     R, s = orthogonal_procrustes(gt_n, pred_n)  (gt_n R ~ pred_n, so gt_n ~ pred_n R^T);
     aligned = pred_n @ R^T * s * (||gt - mean(gt)||_F + 1e-8) + mean(gt).
-    No reflection correction: a mirrored prediction aligns exactly.
+    No reflection correction: a mirrored prediction aligns exactly. The norms are taken after
+    scaling each set to a largest |entry| of 1, so any finite scale (1e-300..1e300) aligns.
 
     Args:
       gt, pred: (..., P, 3) metres; the same P (point correspondence).
@@ -195,8 +253,8 @@ def align_w_scale(gt: np.ndarray, pred: np.ndarray, return_transform: bool = Fal
     pred_centroid = pred.mean(-2)
     gt_c = gt - gt_centroid[..., None, :]
     pred_c = pred - pred_centroid[..., None, :]
-    gt_norm = np.sqrt(np.sum(gt_c * gt_c, axis=(-2, -1))) + ALIGN_EPS
-    pred_norm = np.sqrt(np.sum(pred_c * pred_c, axis=(-2, -1))) + ALIGN_EPS
+    gt_norm = _frobenius_norm(gt_c) + ALIGN_EPS
+    pred_norm = _frobenius_norm(pred_c) + ALIGN_EPS
     pred_n = pred_c / pred_norm[..., None, None]
     rotation, scale = orthogonal_procrustes(gt_c / gt_norm[..., None, None], pred_n)
     aligned = (pred_n @ np.swapaxes(rotation, -1, -2)) * (scale * gt_norm)[..., None, None] \
@@ -476,6 +534,25 @@ def write_pred_json(path: str, xyz_list, verts_list) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str):
+    """The JSON value in the UTF-8 file `path`.
+
+    Raises:
+      OSError: the file cannot be opened.
+      ValueError naming `path`: not UTF-8, not valid JSON, or nested too deeply for the parser.
+    """
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") \
+                from None
+        except RecursionError:
+            raise ValueError(f"{path}: JSON nested too deeply to read") from None
+
+
 def read_pred_json(path: str) -> tuple[list, list]:
     """Reads a FreiHAND submission written by `write_pred_json` (or the official ``pred.py``).
 
@@ -483,14 +560,10 @@ def read_pred_json(path: str) -> tuple[list, list]:
       (xyz_list, verts_list): lists of float64 arrays, (21, 3) and (V, 3) expected, in metres;
       shapes and values are not validated here (see `stack_samples`), only the layout.
     Raises:
-      ValueError if the file is not JSON of the form [list, list], or a sample is not a
-      rectangular numeric array (naming the list and index).
+      ValueError if the file is not UTF-8 JSON of the form [list, list], or a sample is not a
+      rectangular array of numbers (str and bool are refused; naming the list and index).
     """
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path)
     if not (isinstance(data, list) and len(data) == 2 and all(isinstance(d, list) for d in data)):
         raise ValueError(f"{path}: expected a JSON list [xyz_list, verts_list]")
     out = []
@@ -498,8 +571,10 @@ def read_pred_json(path: str) -> tuple[list, list]:
         arrays = []
         for i, item in enumerate(items):
             try:
-                arrays.append(np.asarray(item, dtype=np.float64))
-            except (TypeError, ValueError):
+                arrays.append(_numbers_array(item))
+            except TypeError as e:
+                raise ValueError(f"{path}: {name} sample {i} {e}") from None
+            except ValueError:
                 raise ValueError(f"{path}: {name} sample {i} is not a rectangular numeric "
                                  "array") from None
         out.append(arrays)

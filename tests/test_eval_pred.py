@@ -84,3 +84,48 @@ def test_nan_exits_2_naming_the_sample(hands, tmp_path):
     assert r.returncode == 2
     assert "keypoints: sample 7 has a non-finite value (nan) at point 3" in r.stderr
     assert not (tmp_path / "scores.json").exists()
+
+
+def _pred_json(pred, xyz_at=None, value=None):
+    xyz = [x.tolist() for x in pred[0]]
+    if xyz_at is not None:
+        xyz[xyz_at] = value
+    return json.dumps([xyz, [v.tolist() for v in pred[1]]]).encode()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("scaled_1e300", "keypoints: sample 5, point 0 has coordinate"),
+    ("strings", "keypoints sample 3 holds str values"),
+    ("booleans", "keypoints sample 3 holds bool values"),
+    ("deep", "pred.json: JSON nested too deeply to read"),
+    ("latin1", "pred.json: not a UTF-8 text file"),
+])
+def test_implausible_prediction_exits_2_naming_file_and_sample(hands, tmp_path, case, message):
+    _, gt_dir, gt, pred = hands
+    content = {
+        "scaled_1e300": lambda: _pred_json(pred, 5, (gt[0][5] * 1e300).tolist()),
+        "strings": lambda: _pred_json(pred, 3, [[str(c) for c in p] for p in pred[0][3]]),
+        "booleans": lambda: _pred_json(pred, 3, [[True, False, True]] * 21),
+        "deep": lambda: b"[" * 100_000 + b"]" * 100_000,
+        "latin1": lambda: _pred_json(pred).replace(b"]]", "\xe9]]".encode("latin-1"), 1),
+    }[case]()
+    path = tmp_path / "pred.json"
+    path.write_bytes(content)
+    r = run_eval("--pred", str(path), "--gt", str(gt_dir))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert message in r.stderr and str(path) in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
+    assert not (tmp_path / "scores.json").exists()
+
+
+def test_implausible_ground_truth_exits_2_naming_the_file(hands, tmp_path):
+    _, gt_dir, gt, pred = hands
+    bad_gt = tmp_path / "gt"
+    bad_gt.mkdir()
+    (bad_gt / "evaluation_verts.json").write_bytes((gt_dir / "evaluation_verts.json").read_bytes())
+    xyz = (gt[0] * 1000).tolist()  # millimetres
+    (bad_gt / "evaluation_xyz.json").write_text(json.dumps(xyz))
+    metrics.write_pred_json(str(tmp_path / "pred.json"), list(pred[0]), list(pred[1]))
+    r = run_eval("--pred", str(tmp_path / "pred.json"), "--gt", str(bad_gt))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"{bad_gt / 'evaluation_xyz.json'}: sample 0, point 0 has coordinate" in r.stderr

@@ -322,6 +322,54 @@ def test_pred_json_round_trip_is_exact(tmp_path):
         M.read_pred_json(str(tmp_path / "ragged.json"))
 
 
+@pytest.mark.parametrize("factor", [1e300, 1e200, 1e-2])
+def test_alignment_is_exact_at_any_large_scale(factor):
+    """gt x factor aligns back onto gt: the norms must not overflow (was 43 mm at 1e300).
+    (Far below 1e-8 m the official eps added to the norms dominates, by design.)"""
+    rng = np.random.default_rng(21)
+    gt = random_hands(rng, 2)
+    aligned = M.align_w_scale(gt, gt * factor)
+    assert np.all(np.isfinite(aligned))
+    np.testing.assert_allclose(M.point_errors(gt, aligned), eps_bias(gt, factor), atol=1e-12)
+
+
+def test_stack_samples_refuses_out_of_range_str_and_bool():
+    rng = np.random.default_rng(22)
+    hands = random_hands(rng, 3).tolist()
+    scaled = [h for h in hands]
+    scaled[2] = (np.asarray(hands[2]) * 1e300).tolist()
+    with pytest.raises(ValueError, match=r"kp: sample 2, point 0 has coordinate .*e\+29\d, "
+                                         r"beyond the physical range \+-100 m"):
+        M.stack_samples("kp", scaled, 21)
+    assert M.stack_samples("kp", scaled, 21, max_abs=None).shape == (3, 21, 3)
+    text = [h for h in hands]
+    text[1] = [[str(c) for c in p] for p in hands[1]]
+    with pytest.raises(ValueError, match=r"kp: sample 1 holds str values \(e.g. '"):
+        M.stack_samples("kp", text, 21)
+    flags = [h for h in hands]
+    flags[0] = [[True, 0.5, 0.5]] + hands[0][1:]
+    with pytest.raises(ValueError, match=r"kp: sample 0 holds bool values \(e.g. True\)"):
+        M.stack_samples("kp", flags, 21)
+    far = np.asarray(hands)
+    far[1, 4, 2] = 1000.0
+    with pytest.raises(ValueError, match=r"xyz_pred: sample 1, point 4 has coordinate 1000,"):
+        M.check_points("xyz_pred", far, max_abs=M.MAX_ABS_COORDINATE_M)
+    assert M.check_points("xyz_pred", far).shape == (3, 21, 3)  # no limit by default
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
+    (b'[[[0.1, 0.2, \xff]]]', "not a UTF-8 text file"),
+    (b"[1, 2", "not valid JSON"),
+])
+def test_read_json_names_the_file(tmp_path, content, message):
+    path = tmp_path / "pred.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        M.read_pred_json(str(path))
+    assert str(info.value).startswith(f"{path}: ")
+
+
 # --------------------------------------------------------------------------- RHD/STB, 2D, masks
 
 
