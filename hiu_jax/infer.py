@@ -39,6 +39,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import sys
 from typing import Any, NamedTuple, Optional
 
@@ -398,6 +399,8 @@ def read_image(path: str) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             rgb = ImageOps.exif_transpose(img).convert("RGB")
+    except Image.DecompressionBombError as e:  # the header claims > 2 x MAX_IMAGE_PIXELS
+        raise UserError(f"image {path} is too large to read safely ({e})") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UserError(f"cannot read image {path}: {e}") from None
     if rgb.width < 1 or rgb.height < 1:
@@ -448,9 +451,16 @@ def display_panel(crop, pred: dict, faces, size: int) -> np.ndarray:
                            faces, pred["cam"])
 
 
+OVERLAY_CONTEXT = 1.25  # the overlay's left picture: the crop square enlarged by this factor
+
+
 def overlay_image(image, S, crop, pred, faces, display: int = 256) -> np.ndarray:
-    """[image with skeleton and crop square | crop: skeleton | mask | mesh], (D, ..., 3) in [0, 1],
-    D = max(display, crop size)."""
+    """[the crop square with some context, skeleton and square drawn | crop: skeleton | mask |
+    mesh], (D, 4 D, 3) in [0, 1], D = max(display, crop size).
+
+    The left picture is warped from the image around the crop (OVERLAY_CONTEXT x its side, black
+    outside the image), so memory and time are bounded by D, whatever the image's size or aspect
+    ratio (scaling a 1 x 4000 image to D rows took 14.5 GB)."""
     from PIL import Image, ImageDraw
 
     from hiu_jax import visualize
@@ -458,14 +468,16 @@ def overlay_image(image, S, crop, pred, faces, display: int = 256) -> np.ndarray
     n = crop.shape[0]
     d = max(display, n)
     row = display_panel(crop, pred, faces, d)
-    h, w = image.shape[:2]
-    scale = d / h
-    small = _resize(image, max(1, round(w * scale)), d)
-    kp = crop_to_image(np.asarray(pred["joints_2d"], np.float64), S)
-    left = visualize.draw_skeleton(small, (kp + 0.5) * scale - 0.5)
-    canvas = Image.fromarray(to_uint8(left))
     corners = crop_to_image(np.array([[-0.5, -0.5], [n - 0.5, n - 0.5]]), S)
-    (x0, y0), (x1, y1) = (corners + 0.5) * scale - 0.5
+    view = crop_matrix(corners.mean(0), OVERLAY_CONTEXT * (corners[1, 0] - corners[0, 0]), d)
+
+    def to_view(points):
+        return points @ view[:2, :2].T + view[:2, 2]
+
+    kp = crop_to_image(np.asarray(pred["joints_2d"], np.float64), S)
+    left = visualize.draw_skeleton(warp_to_crop(image, view, d), to_view(kp))
+    canvas = Image.fromarray(to_uint8(left))
+    (x0, y0), (x1, y1) = to_view(corners)
     ImageDraw.Draw(canvas).rectangle([x0, y0, x1, y1], outline=(255, 255, 0), width=2)
     left = np.asarray(canvas, np.float32) / 255.0
     return np.concatenate([left, row], axis=1)
@@ -514,7 +526,21 @@ class _ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _attach_box_values(argv: list) -> list:
+    """'--box -100,-5,3,4' -> '--box=-100,-5,3,4': argparse takes a value that starts with '-'
+    (and is not a single negative number) for an option, and fails with 'expected one
+    argument'."""
+    out = []
+    for arg in argv:
+        if out and out[-1] == "--box" and re.fullmatch(r"-[0-9.].*", arg):
+            out[-1] = f"--box={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def parse_args(argv):
+    argv = _attach_box_values(list(sys.argv[1:] if argv is None else argv))
     parser = _ArgumentParser(
         prog="python -m hiu_jax.infer",
         description="HIU-JAX demo: 2D keypoints, 3D joints, MANO mesh and mask of hand images.")

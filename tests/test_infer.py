@@ -2,6 +2,8 @@
 one synthetic evaluation image taken whole and a non-square image with a hand box."""
 import json
 import os
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -102,6 +104,53 @@ def _image(path, size=(40, 30)):
     return str(path)
 
 
+def _bomb_png(path, size=30000):
+    """A 100-byte PNG whose header claims size x size RGB pixels."""
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def test_box_with_negative_numbers_parses():
+    args = infer.parse_args(["a.png", "--checkpoint", "run", "--out", "o", "--box",
+                             "-100,-100,-50,-50", "--box", "-1.5,2,3,4"])
+    assert args.box == ["-100,-100,-50,-50", "-1.5,2,3,4"]
+    assert args.images == ["a.png"]
+
+
+def test_overlay_work_is_bounded_by_the_crop_not_the_image():
+    """A 1 x 4000 image (the crop is the 4000 px square) gives a (256, 1024) overlay, and the
+    work stays small: scaling the image to 256 rows took 14.5 GB."""
+    import tracemalloc
+
+    image = np.random.default_rng(0).random((1, 4000, 3)).astype(np.float32)
+    n = 32
+    S, _, _ = infer.crop_for(image.shape[:2], None, _Config(n))
+    crop = infer.warp_to_crop(image, S, n)
+    pred = {"joints_2d": np.full((21, 2), n / 2.0), "mask_prob": np.zeros((n, n)),
+            "vertices": np.zeros((3, 3)), "cam": np.array([1.0, 0.0, 0.0])}
+    faces = np.array([[0, 1, 2]])
+    infer.overlay_image(crop, np.eye(3), crop, pred, faces)  # warm-up: imports, compilation
+    tracemalloc.start()
+    try:
+        out = infer.overlay_image(image, S, crop, pred, faces)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (256, 4 * 256, 3)
+    assert peak < 16 * 2**20, peak
+
+
+class _Config:
+    def __init__(self, crop_size):
+        self.crop_size = crop_size
+
+
 @pytest.mark.parametrize("make_args, message", [
     (lambda d: [str(d / "missing.jpg")], "image not found: {d}/missing.jpg"),
     (lambda d: [str(d / "text.png")], "cannot read image {d}/text.png"),
@@ -113,6 +162,10 @@ def _image(path, size=(40, 30)):
                 "--box", "full"], "3 --box values for 2 images"),
     (lambda d: [_image(d / "a.png"), "--checkpoint", str(d)], "is neither a training work "
                                                                "directory"),
+    # A box with negative numbers reaches the box checks (argparse took it for an option).
+    (lambda d: [_image(d / "a.png"), "--box", "-100,-100,-50,-50"], "--box -100,-100,-50,-50 "
+                                                                    "lies outside the image"),
+    (lambda d: [_bomb_png(d / "bomb.png")], "image {d}/bomb.png is too large to read safely"),
 ])
 def test_bad_input_exits_2_naming_it(make_args, message, tmp_path, capsys):
     (tmp_path / "text.png").write_text("not an image")
