@@ -9,7 +9,10 @@ with TFDS (data/tfds) and trains the small network on every local device. Output
 work directory (default runs/<config name>): checkpoints/ (Orbax: last N and best), metrics.jsonl
 (one JSON object per log step), TensorBoard events and config.json. Restarting with the same
 work directory resumes from the newest checkpoint, on the same batches as an uninterrupted run.
-SIGTERM or Ctrl-C saves a checkpoint at the current step and exits cleanly.
+SIGTERM or Ctrl-C saves a checkpoint at the current step and exits with status 128 + the
+signal's number (`preempted_exit_status`: 143 for SIGTERM, 130 for Ctrl-C), so a scheduler can
+tell a preempted run, to be resumed, from a finished one (0) and a failed one (1; 2 for a bad
+command line).
 """
 from __future__ import annotations
 
@@ -32,6 +35,42 @@ flags.DEFINE_string("workdir", None, "Work directory (default: runs/<config file
 
 class StopRequested(Exception):
     """Raised inside the loop's bookkeeping when SIGTERM/SIGINT arrived."""
+
+
+class Preempted(Exception):
+    """train_and_evaluate saved a checkpoint and stopped on a signal; args[0] is its name."""
+
+
+def preempted_exit_status(signal_name: str) -> int:
+    """The exit status after a preemption save: 128 + the signal number, as a shell reports a
+    process killed by it (SIGTERM 143, SIGINT 130)."""
+    return 128 + int(signal.Signals[signal_name])
+
+
+def check_config(config) -> None:
+    """Start-up checks of values the loop divides by or relies on; ValueError naming the key."""
+    for key in sorted(k for k in config.keys() if k.endswith("_every_steps")):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"config.{key} must be a positive number of steps, got {value!r}")
+
+
+def check_writable_dir(path: str, what: str) -> None:
+    """Creates `path` if needed and checks that files can be created in it (so a read-only
+    directory fails here, in one line, and not later in an asynchronous checkpoint save)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the {what} {path}: {e.strerror or e}") from None
+    if not os.path.isdir(path):
+        raise ValueError(f"the {what} {path} is not a directory")
+    probe = os.path.join(path, f".write_test.{os.getpid()}")
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"the {what} {path} is not writable: {e.strerror or e}") from None
 
 
 class _Signals:
@@ -142,7 +181,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                          f"{jax.device_count()} devices")
     if config.parallel not in ("pmap", "mesh"):
         raise ValueError(f"parallel must be 'pmap' or 'mesh', got {config.parallel!r}")
-    os.makedirs(workdir, exist_ok=True)
+    check_config(config)
+    check_writable_dir(workdir, "work directory")
+    check_writable_dir(os.path.join(workdir, "checkpoints"), "checkpoint directory")
+    for which in ("last", "best"):
+        if os.path.isdir(os.path.join(workdir, "checkpoints", which)):
+            check_writable_dir(os.path.join(workdir, "checkpoints", which), "checkpoint directory")
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     writer.write_config(config)
 
@@ -243,7 +287,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ckpts.wait()
         print(f"\n{stop}: saved a checkpoint at step {step + 1} in {workdir}/checkpoints; "
               "run the same command to resume", flush=True)
-        return last
+        raise Preempted(str(stop)) from None
     finally:
         bar.close()
         ckpts.wait()
@@ -267,10 +311,31 @@ def main(argv):
     maybe_initialize_distributed(config)
     try:
         train_and_evaluate(config, workdir)
+    except Preempted as stop:
+        sys.exit(preempted_exit_status(stop.args[0]))
     except (FloatingPointError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         sys.exit(1)
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with a config override that names no key of the config (or cannot
+    be applied) reported in one line, exit 2, instead of three chained tracebacks."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        cause = e.args[0] if isinstance(e, AttributeError) and e.args else e
+        if isinstance(cause, KeyError):  # ml_collections: AttributeError(KeyError("'key'"))
+            key = str(cause.args[0] if cause.args else cause).strip("\"'")
+            message = f"the config has no key {key!r}"
+        else:
+            message = str(e)
+        print(f"train.py: bad --config override: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

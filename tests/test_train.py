@@ -8,7 +8,7 @@ checkpoint every 2 steps, metrics every step):
       reference run, and the non-finite test;
   B   the same command, killed with SIGKILL once checkpoints/last/4 exists;
   B'  the same command again (but checkpointing only when signalled): resumes from B's newest
-      checkpoint, then gets SIGTERM two or three steps later and must save and exit 0.
+      checkpoint, then gets SIGTERM two or three steps later and must save and exit 143.
 
 XLA CPU runs an identical program on identical inputs identically, and the pipeline resumes on
 exactly the batches an uninterrupted run would read, so every step B and B' log must equal A's.
@@ -279,7 +279,7 @@ def test_kill_9_then_resume_repeats_the_uninterrupted_run(run_a, run_b):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(run_a, run_b):
-    assert run_b.code == 0, run_b.describe
+    assert run_b.code == 143, run_b.describe  # 128 + SIGTERM: preempted, saved, resumable
     match = re.search(r"SIGTERM: saved a checkpoint at step (\d+)", run_b.out)
     assert match, run_b.describe
     saved = int(match.group(1))
@@ -305,3 +305,62 @@ def test_bad_override_is_rejected_with_a_clear_message(tmp_path):
     assert r.returncode == 1
     assert "train.py: parallel must be 'pmap' or 'mesh', got 'foo'" in r.stderr, r.stderr[-3000:]
     assert not os.path.exists(tmp_path / "run")  # rejected before anything was written
+
+
+def _train_fails_at_start_up(tmp_path, *args, workdir=None):
+    workdir = workdir or tmp_path / "run"
+    return subprocess.run([sys.executable, "train.py", "--config", "configs/tiny.py",
+                           f"--workdir={workdir}", *args], cwd=REPO,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_S)
+
+
+def _last_line(stderr):
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("train.py:")]
+    assert lines and "Traceback" not in stderr, stderr[-3000:]
+    return lines[-1]
+
+
+def test_unknown_config_key_is_one_line(tmp_path):
+    r = _train_fails_at_start_up(tmp_path, "--config.no_such_key=1")
+    assert r.returncode == 2
+    assert _last_line(r.stderr) == ("train.py: bad --config override: the config has no key "
+                                    "'no_such_key'")
+
+
+@pytest.mark.parametrize("key", ["checkpoint_every_steps", "eval_every_steps"])
+def test_zero_interval_is_refused_at_start_up(tmp_path, key):
+    r = _train_fails_at_start_up(tmp_path, f"--config.{key}=0")
+    assert r.returncode == 1
+    assert _last_line(r.stderr) == (f"train.py: config.{key} must be a positive number of "
+                                    "steps, got 0")
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_workdir_that_cannot_be_created_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    r = _train_fails_at_start_up(tmp_path, workdir=tmp_path / "file" / "run")
+    assert r.returncode == 1
+    assert _last_line(r.stderr).startswith(
+        f"train.py: cannot create the work directory {tmp_path / 'file' / 'run'}: ")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_checkpoint_directory_fails_fast(tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    checkpoints.chmod(0o500)
+    try:
+        r = _train_fails_at_start_up(tmp_path)
+    finally:
+        checkpoints.chmod(0o700)
+    assert r.returncode == 1
+    assert _last_line(r.stderr).startswith(
+        f"train.py: the checkpoint directory {checkpoints} is not writable")
+
+
+def test_preempted_exit_status_is_128_plus_the_signal():
+    import train
+
+    assert train.preempted_exit_status("SIGTERM") == 143
+    assert train.preempted_exit_status("SIGINT") == 130
