@@ -8,9 +8,16 @@ at any moment (kill -9 included) leaves every earlier checkpoint intact; an unfi
 never read. Saving is asynchronous; `close()` waits for it. Every process calls save and restore
 (Orbax coordinates multi-host writes). The state is saved unreplicated (pmap copies would be
 stored once per device otherwise: jax-stack.md P7).
+
+A step that is there but cannot be read (a truncated or damaged file, e.g. from a disk that
+filled up or a copy cut short) is corrupt: `restore` logs a warning naming its directory, leaves
+it where it is, and falls back to the next older step; only when every step is corrupt does it
+raise CorruptCheckpointError listing them. Before training saves a step whose number a corrupt
+directory holds, that directory is renamed `<step>.corrupt` (still kept; Orbax ignores it).
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -18,6 +25,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 BEST_METRIC = "pa_mpjpe_mm"
+CORRUPT_SUFFIX = ".corrupt"  # a corrupt step directory set aside before its step is saved anew
+
+log = logging.getLogger(__name__)
+
+
+class CorruptCheckpointError(ValueError):
+    """No step of a checkpoint directory can be read. `corrupt`: [(step directory, reason)]."""
+
+    def __init__(self, directory: str, corrupt: list):
+        listing = "; ".join(f"{path} ({reason})" for path, reason in corrupt)
+        super().__init__(f"every checkpoint in {directory} is corrupt: {listing}")
+        self.corrupt = list(corrupt)
 
 
 def _manager(directory, *, max_to_keep, best=False):
@@ -38,12 +57,14 @@ class Checkpoints:
         root = os.path.join(workdir, "checkpoints")
         self.last = _manager(os.path.join(root, "last"), max_to_keep=keep)
         self.best = _manager(os.path.join(root, "best"), max_to_keep=1, best=True)
+        self._corrupt = {"last": set(), "best": set()}  # steps found corrupt by restore
 
     def latest_step(self):
         return self.last.latest_step()
 
     def save(self, step: int, state, meta: dict, *, force: bool = False) -> None:
         """Saves `state` (unreplicated, host or device arrays) at `step` into last/."""
+        self._set_aside_corrupt("last", int(step))
         self.last.save(int(step), args=ocp.args.Composite(
             state=ocp.args.StandardSave(_to_host(state)), meta=ocp.args.JsonSave(meta)),
             force=force)
@@ -52,22 +73,69 @@ class Checkpoints:
         """Offers `state` to best/; kept only if metrics[BEST_METRIC] is the lowest so far."""
         if not np.isfinite(metrics.get(BEST_METRIC, np.nan)):
             return
+        self._set_aside_corrupt("best", int(step))
         self.best.save(int(step), args=ocp.args.Composite(
             state=ocp.args.StandardSave(_to_host(state)), meta=ocp.args.JsonSave(meta)),
             metrics={BEST_METRIC: float(metrics[BEST_METRIC])}, force=True)
 
     def restore(self, template, step=None, *, which: str = "last"):
-        """(state, meta) at `step` (default: the latest) shaped like `template`, or None."""
+        """(state, meta) at `step` (default: the latest) shaped like `template`, or None.
+
+        With no `step`, a corrupt newest step is skipped (a warning names its directory) for
+        the next older one. Raises CorruptCheckpointError when every candidate step is corrupt,
+        and Orbax's own error when a step reads fine but does not fit `template`.
+        """
+        if which not in self._corrupt:
+            raise ValueError(f"which must be 'last' or 'best', got {which!r}")
         manager = self.last if which == "last" else self.best
-        step = manager.latest_step() if step is None else step
-        if which == "best" and step is None:
-            step = manager.best_step()
-        if step is None:
+        if step is not None:
+            candidates = [int(step)]
+        else:
+            candidates = sorted(manager.all_steps(), reverse=True)
+            best = manager.best_step() if which == "best" else None
+            if best is not None:  # best/ keeps one step; try the best first should it keep more
+                candidates = [best] + [s for s in candidates if s != best]
+        if not candidates:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_host(template))
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        return restored.state, restored.meta
+        corrupt = []
+        for s in candidates:
+            try:
+                restored = manager.restore(s, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            except Exception:  # noqa: BLE001  Orbax and TensorStore raise many types
+                reason = _unreadable(manager, s)
+                if reason is None:  # the step reads without the template: it does not fit it
+                    raise
+                path = _step_dir(manager, s)
+                corrupt.append((path, reason))
+                self._corrupt[which].add(s)
+                continue
+            if corrupt:
+                log.warning("corrupt checkpoint(s), kept as they are: %s; restored the older %s "
+                            "instead", "; ".join(f"{p} ({r})" for p, r in corrupt),
+                            _step_dir(manager, s))
+            return restored.state, restored.meta
+        raise CorruptCheckpointError(str(manager.directory), corrupt)
+
+    def _set_aside_corrupt(self, which: str, step: int) -> None:
+        """Renames a corrupt directory of `step` (found by restore) to <step>.corrupt, so that
+        Orbax can save the step again; the corrupt files are kept for inspection."""
+        if step not in self._corrupt[which]:
+            return
+        manager = self.last if which == "last" else self.best
+        path = _step_dir(manager, step)
+        if jax.process_index() == 0 and os.path.isdir(path):
+            target, n = path + CORRUPT_SUFFIX, 1
+            while os.path.exists(target):
+                target, n = f"{path}{CORRUPT_SUFFIX}{n}", n + 1
+            os.rename(path, target)
+            log.warning("moved the corrupt checkpoint %s to %s before saving step %d again",
+                        path, target, step)
+        if jax.process_count() > 1:
+            ocp.multihost.sync_global_processes(f"hiu_set_aside_{which}_{step}")
+        self._corrupt[which].discard(step)
+        manager.reload()
 
     def wait(self) -> None:
         self.last.wait_until_finished()
@@ -76,6 +144,28 @@ class Checkpoints:
     def close(self) -> None:
         self.last.close()
         self.best.close()
+
+
+def _step_dir(manager, step: int) -> str:
+    """The directory of `step` (Orbax's default step names: the number itself)."""
+    return os.path.join(str(manager.directory), str(step))
+
+
+def _unreadable(manager, step: int):
+    """Why `step` cannot be read at all (the first line of the error), or None if it can.
+
+    Reads the step without a template (the arrays as stored), so that a checkpoint which merely
+    does not fit a model is told apart from damaged files.
+    """
+    try:
+        manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else ""
+        first = first if len(first) <= 200 else first[:200] + " ..."
+        return f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return None
 
 
 def _to_host(tree):

@@ -29,6 +29,8 @@ Per image, into --out (STEM = the image file name without its extension):
 
 Errors in the input (missing or unreadable images, a bad box, a missing checkpoint or config)
 exit with status 2 and one line naming the file or value at fault, before the model is loaded.
+A corrupt newest checkpoint is skipped for the next older one with a warning naming it (see
+hiu_jax/checkpoint.py); when none can be read, the one line lists the corrupt step directories.
 
 The module also holds what eval.py shares: `resolve_checkpoint`, `config_from_workdir`,
 `load_config_file` and `load_model`.
@@ -268,6 +270,8 @@ def load_model(checkpoint: str, *, config_file: Optional[str] = None,
     try:
         variables, meta = ckpt.restore_variables(workdir, template, which=which)
     except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    except ckpt.CorruptCheckpointError as e:  # before ValueError: damaged files, not the config
         raise UserError(str(e)) from None
     except (ValueError, TypeError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

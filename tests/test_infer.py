@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from hiu_jax import infer
-from tests.model_fixtures import REPO, IMAGE_SIZE, run_python, tiny_run  # noqa: F401
+from tests.model_fixtures import REPO, IMAGE_SIZE, TRAIN_STEPS, run_python, tiny_run  # noqa: F401
 
 # The non-square image: the evaluation image pasted at (OFFSET) into a 150 x 110 canvas, and a box
 # around it.
@@ -191,3 +191,24 @@ def test_checkpoint_that_does_not_match_the_config_exits_2(tiny_run, tmp_path, c
     err = capsys.readouterr().err
     assert "checkpoints/best does not match the config" in err and "configs/tiny.py" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_truncated_checkpoint_is_reported_corrupt_naming_it(tiny_run, tmp_path, capsys):
+    """best/ holds one step; truncating its array files leaves nothing to fall back to."""
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run.workdir, work)
+    step_dir = work / "checkpoints" / "best" / str(TRAIN_STEPS)
+    for path in (step_dir / "state").rglob("*"):
+        if path.is_file():
+            with open(path, "r+b") as f:
+                f.truncate(path.stat().st_size // 2)
+    argv = ["--checkpoint", str(work / "checkpoints" / "best"), _image(tmp_path / "a.png"),
+            "--out", str(tmp_path / "out")]
+    assert infer.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "corrupt" in err and str(step_dir) in err and "does not match" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert step_dir.is_dir()
