@@ -2,7 +2,8 @@
 
 `HandBuilder` is the abstract base of the builders. It adds one builder kwarg,
 `skip_bad_records` (default False):
-- False: the first bad record (corrupt image, non-finite values, singular K, ...) stops the build
+- False: the first bad record (corrupt image, non-finite values, singular K, implausible
+  labels such as millimetres for metres: see schema.make_example, ...) stops the build
   with a BadRecordError naming the file and index.
 - True: bad records are skipped AND counted. The build logs a warning with the count and the
   list, and stores both in the dataset's metadata, i.e. `metadata.json` beside the data files and

@@ -24,6 +24,11 @@ Conventions (see DESIGN.md):
 - `bbox` (when `has_bbox`): [x_min, y_min, x_max, y_max] in pixels.
 - `root_3d` (when `has_root_3d`): the wrist (joint 0) in the camera frame, metres; set where a
   dataset gives the root but not all joints (HO-3D evaluation).
+
+`make_example` is also the one place that checks every builder's labels for plausibility (3D
+points 0 < z < 10 m, the 21 joints spanning 4-40 cm, visible 2D keypoints within one image size
+of the image), so a sample in the wrong unit is a bad record (raised, or skipped and counted
+with skip_bad_records) and never builds silently.
 """
 from __future__ import annotations
 
@@ -68,6 +73,13 @@ TENSOR_LABELS = {
     "bbox": ((4,), "has_bbox"),
     "root_3d": ((3,), "has_root_3d"),
 }
+
+
+# Plausibility of a hand's labels (`check_plausible`): bounds far outside any real capture, so
+# that only a wrong unit (millimetres, centimetres, inches read as metres) or garbage fails.
+MAX_DEPTH_M = 10.0  # 3D points in the camera frame lie at 0 < z < MAX_DEPTH_M
+HAND_EXTENT_RANGE_M = (0.04, 0.40)  # largest distance between two of the 21 joints, metres
+MAX_2D_OUTSIDE = 1.0  # visible 2D keypoints lie within this many image sizes outside the border
 
 
 class BadRecordError(ValueError):
@@ -174,12 +186,45 @@ def check_K(K, where: str) -> np.ndarray:
 
 
 def check_in_front(name: str, xyz, where: str) -> np.ndarray:
-    """Raises BadRecordError unless every point of xyz (N, 3) has z > 0 (OpenCV camera frame)."""
+    """Raises BadRecordError unless every point of xyz (N, 3), metres, OpenCV camera frame, has
+    0 < z < MAX_DEPTH_M (in front of the camera, and not so far that the unit must be wrong)."""
     z = np.asarray(xyz)[..., 2]
     if not np.all(z > 0):
         i = int(np.argmin(z))
         raise BadRecordError(where, f"{name}[{i}] has z = {z.flat[i]} <= 0 (behind the camera)")
+    if not np.all(z < MAX_DEPTH_M):
+        i = int(np.argmax(z))
+        raise BadRecordError(where, f"{name}[{i}] has z = {z.flat[i]:.4g} m, more than "
+                             f"{MAX_DEPTH_M:g} m from the camera (millimetres for metres?)")
     return xyz
+
+
+def check_hand_size(name: str, xyz, where: str) -> np.ndarray:
+    """Raises BadRecordError unless the 21 joints xyz (21, 3), metres, span a hand: the largest
+    distance between two joints lies in HAND_EXTENT_RANGE_M (a real hand spans ~10-25 cm;
+    millimetres or centimetres read as metres are 1000x or 100x that). Returns xyz."""
+    p = np.asarray(xyz, np.float64)
+    extent = float(np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1)).max())
+    lo, hi = HAND_EXTENT_RANGE_M
+    if not lo <= extent <= hi:
+        raise BadRecordError(where, f"{name} spans {extent:.4g} m (largest distance between two "
+                             f"joints), not a hand's {lo:g}-{hi:g} m: wrong unit or broken label")
+    return xyz
+
+
+def check_near_image(name: str, uv, visible, image_hw, where: str) -> np.ndarray:
+    """Raises BadRecordError unless every visible point of uv (N, 2), pixels, lies within
+    MAX_2D_OUTSIDE image sizes outside the (H, W) image. visible: (N,) 0/1. Returns uv."""
+    h, w = float(image_hw[0]), float(image_hw[1])
+    uv = np.asarray(uv)
+    lo = -MAX_2D_OUTSIDE * np.array([w, h])
+    hi = (1 + MAX_2D_OUTSIDE) * np.array([w, h])
+    bad = (np.asarray(visible) > 0) & np.any((uv < lo) | (uv > hi), axis=-1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise BadRecordError(where, f"{name}[{i}] = ({uv[i, 0]:.4g}, {uv[i, 1]:.4g}) px lies "
+                             f"far outside the {int(w)}x{int(h)} image")
+    return uv
 
 
 def project(K: np.ndarray, xyz: np.ndarray) -> np.ndarray:
@@ -269,7 +314,9 @@ def make_example(
       A dict with every key of `features()`; flags follow from which labels were given.
     Raises:
       BadRecordError (naming `where`) for a wrong shape, a non-finite value, a bad K, a point
-      behind the camera, a mask of the wrong size, or an inconsistent combination.
+      behind the camera or implausibly far (`check_in_front`), 3D joints that do not span a
+      hand (`check_hand_size`), visible 2D keypoints far outside the image
+      (`check_near_image`), a mask of the wrong size, or an inconsistent combination.
     """
     out = empty_labels(image_hw)
     if hand_side not in HAND_SIDES:
@@ -311,9 +358,12 @@ def make_example(
         vis = out["keypoint_visibility"]
         if not np.all((vis == 0) | (vis == 1)):
             raise BadRecordError(where, f"keypoint_visibility must be 0 or 1, got {vis.tolist()}")
+        check_near_image("keypoints_2d", out["keypoints_2d"], vis, image_hw, where)
     for name in ("keypoints_3d", "vertices", "root_3d"):
         if given[name] is not None:
             check_in_front(name, out[name], where)
+    if out["has_3d"]:
+        check_hand_size("keypoints_3d", out["keypoints_3d"], where)
     if out["has_bbox"]:
         x0, y0, x1, y1 = out["bbox"]
         if not (x1 > x0 and y1 > y0):

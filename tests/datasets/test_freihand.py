@@ -182,3 +182,33 @@ def test_freihand_requires_evaluation_files(tmp_path):
     fakes.write_fake_freihand(root, n_train=1, n_eval=0)
     with pytest.raises(FileNotFoundError, match="evaluation_K.json"):
         fakes.build(fh.Builder, root, tmp_path / "data", config="gs")
+
+
+@pytest.fixture(scope="module")
+def millimetre_tree(tmp_path_factory):
+    """Record 1's xyz is in millimetres (the rest of the tree is metres)."""
+    root, _ = _tree(tmp_path_factory, "freihand_mm")
+    with open(root / "training_xyz.json") as f:
+        xyz = json.load(f)
+    xyz[1] = (np.asarray(xyz[1]) * 1000).tolist()
+    with open(root / "training_xyz.json", "w") as f:
+        json.dump(xyz, f)
+    return root
+
+
+def test_millimetre_labels_name_file_and_index(millimetre_tree, tmp_path):
+    with pytest.raises(BadRecordError) as info:
+        fakes.build(fh.Builder, millimetre_tree, tmp_path, config="gs")
+    msg = str(info.value)
+    assert "training_*.json [index 1]" in msg and "00000001.jpg" in msg
+    assert "more than 10 m from the camera" in msg
+
+
+def test_millimetre_labels_skipped_and_counted(millimetre_tree, tmp_path):
+    builder = fakes.build(fh.Builder, millimetre_tree, tmp_path, config="gs",
+                          skip_bad_records=True)
+    assert [int(ex["sample_id"]) for ex in fakes.read_split(builder, "train")] == [0, 2]
+    report = builder.info.metadata["build_report"]
+    assert report["num_skipped"] == {"train": 1, "test": 0}
+    [skipped] = report["skipped"]["train"]
+    assert "index 1" in skipped["where"] and "10 m" in skipped["reason"]

@@ -28,6 +28,14 @@ def _K():
     return np.array([[100.0, 0, 4], [0, 90, 3], [0, 0, 1]])
 
 
+def _hand_xyz(depth=0.5):
+    """(21, 3) metres: joints 1 cm apart along x around (0, 0, depth); a 20 cm span."""
+    xyz = np.zeros((21, 3))
+    xyz[:, 0] = np.linspace(-0.1, 0.1, 21)
+    xyz[:, 2] = depth
+    return xyz
+
+
 def test_features_keys_match_make_example_and_encode():
     ex = _example()
     feats = schema.features("png")
@@ -50,7 +58,7 @@ def test_empty_example_is_zero_filled_with_flags_false():
 
 def test_flags_follow_given_labels():
     ex = _example(
-        K=_K(), keypoints_2d=np.full((21, 2), 2.0), keypoints_3d=np.full((21, 3), 0.5),
+        K=_K(), keypoints_2d=np.full((21, 2), 2.0), keypoints_3d=_hand_xyz(),
         mano_pose=np.zeros(48), mano_betas=np.zeros(10), mano_flat_hand_mean=True, scale=0.03,
         mask=np.eye(*HW, dtype=bool),
     )
@@ -97,12 +105,33 @@ def test_check_finite_names_first_bad_value():
         (dict(scale=-1.0), "scale"),
         (dict(bbox=[5, 5, 1, 9]), "no area"),
         (dict(hand_side="both"), "hand_side"),
+        # Implausible labels: millimetres read as metres, a collapsed hand, points off-image.
+        (dict(keypoints_3d=_hand_xyz() * 1000), "more than 10 m from the camera"),
+        (dict(keypoints_3d=_hand_xyz(depth=5.0) * [[10, 10, 1]]), "spans 2 m"),
+        (dict(keypoints_3d=_hand_xyz() * [[0.1, 1, 1]]), "spans 0.02 m"),
+        (dict(vertices=np.full((778, 3), 12.0)), "vertices.* more than 10 m"),
+        (dict(root_3d=[0.0, 0.0, 600.0]), "root_3d.* more than 10 m"),
+        (dict(keypoints_2d=np.full((21, 2), 17.0)), r"keypoints_2d\[0\] = \(17, 17\) px lies far "
+                                                    "outside the 8x6 image"),
+        (dict(keypoints_2d=np.full((21, 2), -8.5)), "far outside"),
     ],
 )
 def test_make_example_rejects_bad_labels(labels, message):
     with pytest.raises(BadRecordError, match=message) as info:
         _example(**labels)
     assert info.value.where == WHERE
+
+
+def test_plausibility_bounds_are_inclusive_of_real_hands():
+    """A 10 cm hand at 9.9 m, visible 2D keypoints one image size off the border, and invisible
+    keypoints anywhere all pass."""
+    _example(keypoints_3d=_hand_xyz(depth=9.9) * [[0.5, 1, 1]])
+    _example(keypoints_2d=np.tile([[-7.9, 11.9]], (21, 1)))
+    uv = np.full((21, 2), 1e4)
+    uv[0] = 1.0
+    vis = np.zeros(21)
+    vis[0] = 1
+    _example(keypoints_2d=uv, keypoint_visibility=vis)
 
 
 def test_project_matches_pinhole_formula():
