@@ -283,6 +283,42 @@ def _write_json(path, value):
     os.replace(tmp, path)
 
 
+def dataset_name(num_train: int, num_eval: int, seed: int) -> str:
+    """'n<num_train>_e<num_eval>_s<seed>_v<GENERATOR_VERSION>': what a generated set holds.
+
+    train.py generates each set into `dataset_dir` and builds it as the synthetic_hands tfds
+    config of this name, so sets of different sizes, seeds or generator versions never share a
+    directory (nothing generated ever has to be deleted by hand).
+    """
+    for name, value, low in (("num_train", num_train, 1), ("num_eval", num_eval, 0),
+                             ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return f"n{int(num_train)}_e{int(num_eval)}_s{int(seed)}_v{GENERATOR_VERSION}"
+
+
+def dataset_dir(root, num_train: int, num_eval: int, seed: int) -> str:
+    """<root>/<dataset_name(num_train, num_eval, seed)>: where train.py generates that set."""
+    return os.path.join(os.fspath(root), dataset_name(num_train, num_eval, seed))
+
+
+def read_info(directory):
+    """The INFO_NAME dict of a generated set in `directory`, or None when there is none (not
+    generated, or generation did not finish: the file is written last). Raises ValueError naming
+    the file when it is not a JSON object."""
+    path = os.path.join(os.fspath(directory), INFO_NAME)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable synthetic dataset info ({e})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    return info
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m datasets.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="dataset root to write (FreiHAND layout)")

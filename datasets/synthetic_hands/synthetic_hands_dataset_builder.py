@@ -9,7 +9,13 @@ name and instructions, the single config 'gs', and two class switches:
   gives a dataset with only the 'train' split.
 The MANO values follow FreiHAND's convention: 61 numbers, pose with the hand mean added
 (mano_flat_hand_mean=False).
+
+Besides 'gs', every name `datasets.synthetic.dataset_name` gives (n<N>_e<M>_s<seed>_v<version>)
+is a config with the same single version: train.py builds each generated set as its own config,
+so two sets of different sizes get different tfds directories in one data_dir.
 """
+import re
+
 import tensorflow_datasets as tfds
 
 from datasets.freihand import freihand_dataset_builder as freihand
@@ -24,6 +30,7 @@ class Builder(freihand.Builder):
         freihand.FreihandConfig(name="gs", versions=("gs",), description="the rendered images")
     ]
     DEFAULT_CONFIG_NAME = "gs"
+    GENERATED_NAME = re.compile(r"n\d+_e\d+_s\d+_v\d+")  # datasets.synthetic.dataset_name
     HOMEPAGE = ""
     DESCRIPTION = __doc__
     EVAL_MASKS = True  # the generator also writes evaluation/mask/%08d.jpg
@@ -41,3 +48,12 @@ and pass DIR as manual_dir. DIR then holds FreiHAND's layout with one image vers
 Python: Builder(data_dir=D).download_and_prepare(
   download_config=tfds.download.DownloadConfig(manual_dir=DIR))
 """
+
+    @classmethod
+    def get_builder_config(cls, name, version=None):
+        """A class config ('gs'), or one named like a generated set (see the module docstring)."""
+        config = super().get_builder_config(name, version)
+        if config is None and isinstance(name, str) and cls.GENERATED_NAME.fullmatch(name):
+            config = freihand.FreihandConfig(name=name, versions=("gs",),
+                                             description=f"the generated set {name}")
+        return config
