@@ -85,9 +85,7 @@ class Checkpoints:
         the next older one. Raises CorruptCheckpointError when every candidate step is corrupt,
         and Orbax's own error when a step reads fine but does not fit `template`.
         """
-        if which not in self._corrupt:
-            raise ValueError(f"which must be 'last' or 'best', got {which!r}")
-        manager = self.last if which == "last" else self.best
+        manager = self._manager_for(which)
         if step is not None:
             candidates = [int(step)]
         else:
@@ -118,12 +116,17 @@ class Checkpoints:
             return restored.state, restored.meta
         raise CorruptCheckpointError(str(manager.directory), corrupt)
 
+    def _manager_for(self, which: str):
+        if which not in ("last", "best"):
+            raise ValueError(f"which must be 'last' or 'best', got {which!r}")
+        return self.last if which == "last" else self.best
+
     def _set_aside_corrupt(self, which: str, step: int) -> None:
         """Renames a corrupt directory of `step` (found by restore) to <step>.corrupt, so that
         Orbax can save the step again; the corrupt files are kept for inspection."""
         if step not in self._corrupt[which]:
             return
-        manager = self.last if which == "last" else self.best
+        manager = self._manager_for(which)
         path = _step_dir(manager, step)
         if jax.process_index() == 0 and os.path.isdir(path):
             target, n = path + CORRUPT_SUFFIX, 1
