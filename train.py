@@ -182,7 +182,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     from tqdm import tqdm
 
     from datasets import pipeline
-    from hiu_jax import checkpoint, evaluation, models, training
+    from hiu_jax import checkpoint, evaluation, losses, models, training
     from hiu_jax.logs import MetricWriter
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: never take accelerator memory
@@ -192,6 +192,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if config.parallel not in ("pmap", "mesh"):
         raise ValueError(f"parallel must be 'pmap' or 'mesh', got {config.parallel!r}")
     check_config(config)
+    losses.check_label_hand_model(
+        config.loss, [n for n in config.pipeline.mixture_weights.keys()
+                      if n in pipeline.MANO_LABELLED and config.pipeline.mixture_weights[n] > 0],
+        config.model.mano_path)
     check_writable_dir(workdir, "work directory")
     check_writable_dir(os.path.join(workdir, "checkpoints"), "checkpoint directory")
     for which in ("last", "best"):
@@ -284,8 +288,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                       if isinstance(v, (int, float))})
                 ckpts.save_best(done, host_state, {"step": done}, scores)
                 last.update({f"eval/{k}": v for k, v in scores.items()})
-                tqdm.write(f"step {done}: " + ", ".join(
-                    f"{k} {v:.4g}" for k, v in scores.items() if isinstance(v, float)))
+                tqdm.write(f"step {done}: {evaluation.summary(scores)}")
             if done % config.image_every_steps == 0 or done == config.num_train_steps:
                 writer.images(done, evaluator.panels(unreplicate(device_state), config.num_images))
             if signals.received:
@@ -302,9 +305,26 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ckpts.wait()
         ckpts.close()
         writer.close()
+        if jax.process_index() == 0:
+            write_curves(workdir)
     print(f"Done: {config.num_train_steps} steps. Checkpoints in {workdir}/checkpoints, metrics "
-          f"in {workdir}/metrics.jsonl, TensorBoard: tensorboard --logdir {workdir}", flush=True)
+          f"in {workdir}/metrics.jsonl, validation curves in {workdir}/{CURVES_NAME}, "
+          f"TensorBoard: tensorboard --logdir {workdir}", flush=True)
     return last
+
+
+CURVES_NAME = "validation_curves.png"
+
+
+def write_curves(workdir: str) -> None:
+    """<workdir>/validation_curves.png from metrics.jsonl (at the end of a run, also after a
+    preemption or an error: a plotting problem is logged, never raised over the run's own)."""
+    from hiu_jax import logs
+
+    try:
+        logs.plot_validation_curves(logs.read_metrics(workdir), os.path.join(workdir, CURVES_NAME))
+    except Exception as e:  # noqa: BLE001 - the curves must not hide the run's own outcome
+        logging.warning("could not plot the validation curves of %s: %s", workdir, e)
 
 
 def main(argv):

@@ -11,6 +11,7 @@ def model_config(size: str = "small") -> ml_collections.ConfigDict:
     m = ml_collections.ConfigDict()
     m.num_stacks = 2
     m.stem_channels = (64, 128)
+    m.stem_kernel = 7  # the paper's 7x7 stride-2 stem convolutions
     m.encoder_widths = (64, 128, 256, 512)  # bottleneck widths; outputs are 4x these
     m.encoder_blocks = (3, 4, 6, 3)  # ResNet-50
     m.decoder_width = 256
@@ -20,17 +21,28 @@ def model_config(size: str = "small") -> ml_collections.ConfigDict:
     m.regressor_hidden = (1024, 1024)
     m.regressor_iterations = 3
     m.regressor_dropout = 0.0
-    m.pose_parameterisation = "axis_angle"  # or "pca" (pca_components) or "rot6d"
+    m.pose_parameterisation = "axis_angle"  # fingers: or "pca" (pca_components) or "rot6d"
+    m.global_rotation = "rot6d"  # continuous 6D (no wrap at pi), or "axis_angle"
     m.pca_components = 12
-    m.init_cam_scale = 0.8
+    m.init_cam_scale = 1.2  # s = init_cam_scale * exp(theta_s): HMR's start at the data's mean
+    # The regressor's starting global rotation (axis-angle, camera frame): the procedural hand
+    # with its fingers up and its palm plane facing the camera, the centre of the synthetic
+    # "freihand" viewpoints (datasets/synthetic.py: target frame at a = e = 0, roll pi / 2).
+    m.init_global_rot = (1.1263, -1.2277, -1.293)
+    m.beta_limit = 3.0  # betas = 3 tanh(theta / 3): within 3 standard deviations of the mean
+    m.coarse_to_fine_inputs = True  # the regressor reads the heat-map keypoints and pooled POF
+    m.regressor_stop_gradient = False  # True: mesh losses do not reach the stacks
+    m.keypoint_temperature = 0.04  # soft-argmax temperature of those keypoints
     m.mano_path = ""  # a MANO_RIGHT.pkl/.npz; empty = the procedural hand
-    if size == "small":
-        m.stem_channels = (32, 64)
+    if size == "small":  # sized for 2 CPU cores: ~0.3 GFLOP per 128 px image
+        m.stem_channels = (16, 32)
+        m.stem_kernel = 3  # XLA's CPU backward of 7x7 stride-2 convolutions is ~6x their forward
         m.encoder_widths = (16, 32, 64, 128)
         m.encoder_blocks = (1, 1, 1, 1)
-        m.decoder_width = 64
-        m.feature_channels = (128, 256, 256, 512)
-        m.regressor_hidden = (512, 512)
+        m.decoder_width = 32
+        m.feature_channels = (64, 128, 256, 256)
+        m.regressor_hidden = (256, 256)
+        m.regressor_stop_gradient = True
     elif size == "tiny":
         m.num_stacks = 2
         m.stem_channels = (8, 16)
@@ -56,14 +68,14 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.model = model_config("small")
-    config.crop_size = 128  # the network input; the paper (configs/freihand.py) uses 256
-    config.model.heatmap_size = 32
-    config.model.mask_size = 64  # the mask head sees 32 x 32 features; 64 keeps the silhouette cheap
+    config.crop_size = 96  # the network input; the paper (configs/freihand.py) uses 256
+    config.model.heatmap_size = 24
+    config.model.mask_size = 48  # the mask head sees 24 x 24 features
 
     # Data: the synthetic hands (generated on first use), mixed by pipeline.mixture_weights.
     config.data = ml_collections.ConfigDict()
     config.data.synthetic_dir = "data/synthetic"  # generated here if missing (FreiHAND layout)
-    config.data.synthetic_num_train = 2048
+    config.data.synthetic_num_train = 8192  # ~2 minutes to generate on 2 CPU cores
     config.data.synthetic_num_eval = 128
     config.data.eval_source = "synthetic_hands"  # the builder evaluated during training
     config.data.eval_split = "test"
@@ -78,14 +90,22 @@ def get_config() -> ml_collections.ConfigDict:
     config.pipeline.seed = config.get_ref("seed")
 
     config.loss = losses.loss_config()
+    config.loss.terms.heatmap_keypoints = 10.0  # a direct localisation gradient for the stacks
+    config.loss.terms.mano_pose = 20.0  # finger articulation does not wait for the global rotation
+    config.loss.terms.global_rotation = 5.0
+    config.loss.terms.mano_betas = 1.0  # the shape from its labels, not a knob to shrink the hand
+    # The soft silhouette costs ~40% of a CPU training step at this size; configs/freihand.py
+    # (accelerators) keeps it on.
+    config.loss.terms.silhouette = 0.0
+    config.loss.ramp_steps = (500, 1500)  # consistency terms once the heat maps localise
 
     # Optimisation.
     config.batch_size = 16  # global, over all devices of all hosts
-    config.num_train_steps = 2000
-    config.learning_rate = 1e-3
-    config.warmup_steps = 100
+    config.num_train_steps = 5500  # ~40 minutes with data generation on 2 CPU cores
+    config.learning_rate = 3e-3
+    config.warmup_steps = 200
     config.lr_schedule = "cosine"  # or "step": x lr_decay_factor at each of lr_decay_steps
-    config.lr_decay_steps = (1400, 1800)
+    config.lr_decay_steps = (3900, 4900)
     config.lr_decay_factor = 0.1
     config.weight_decay = 1e-4  # AdamW, kernels only (not norms, not biases)
     config.grad_clip_norm = 1.0
@@ -96,10 +116,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Logging, evaluation, checkpoints.
     config.log_every_steps = 10
-    config.eval_every_steps = 100  # a validation score every few minutes on 2 CPU cores
-    config.checkpoint_every_steps = 100
+    config.eval_every_steps = 500  # a validation score every few minutes on 2 CPU cores
+    config.checkpoint_every_steps = 500
     config.keep_checkpoints = 3
-    config.image_every_steps = 200  # TensorBoard images (skeleton, mask, mesh overlay)
+    config.image_every_steps = 1000  # TensorBoard images (skeleton, mask, mesh overlay)
     config.num_images = 4
 
     # Multi-host: jax.distributed.initialize() when asked here or by the environment

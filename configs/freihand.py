@@ -19,6 +19,8 @@ def get_config():
     config.pipeline.mixture_weights = ml_collections.ConfigDict({"freihand": 1.0})
     config.pipeline.builder_configs = ml_collections.ConfigDict({"freihand": "all"})
     config.pipeline.manual_dirs = ml_collections.ConfigDict({"freihand": "data/FreiHAND_pub_v2"})
+    config.loss.terms.silhouette = 1.0  # the full self-supervision on accelerators
+    config.loss.ramp_steps = (5000, 20000)
     config.data.synthetic_num_train = 0  # no synthetic data unless mixed in explicitly
     config.data.eval_source = "freihand"
     config.batch_size = 128

@@ -109,6 +109,10 @@ BUILDER_MODULES = {
     "ho3d": "datasets.ho3d",
     "hiu_data": "datasets.hiu_data",
 }
+# Builders whose vertex and MANO-parameter labels were made with the licensed MANO model: a
+# network training those terms on them needs that model (config.model.mano_path); see
+# hiu_jax.losses.check_label_hand_model.
+MANO_LABELLED = ("freihand", "ho3d")
 
 # Luma weights and the RGB -> YIQ matrix, for saturation and hue jitter as linear colour maps.
 _LUMA = np.array([0.299, 0.587, 0.114])

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 import mano_jax
@@ -46,28 +47,74 @@ SKIN_TONES = np.array([[0.96, 0.80, 0.69], [0.92, 0.72, 0.58], [0.85, 0.64, 0.50
                        [0.76, 0.55, 0.40], [0.62, 0.43, 0.30], [0.45, 0.31, 0.22],
                        [0.33, 0.22, 0.16]])
 INFO_NAME = "synthetic_info.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: FreiHAND-like viewpoints, palm/back/nail colours, exact pixel centres
+VIEWPOINTS = ("freihand", "uniform")
+# The "freihand" viewpoint distribution: the hand's long axis (wrist -> middle-finger base) lies
+# near the image plane, at an in-plane angle ~ N(0, INPLANE_STD) from "fingers up" and an
+# elevation out of the image plane ~ N(0, ELEVATION_STD) clipped at ELEVATION_MAX; the roll about
+# that axis is uniform (palm, back and side views alike), as in FreiHAND's multi-camera captures.
+INPLANE_STD = np.deg2rad(50.0)
+ELEVATION_STD = np.deg2rad(25.0)
+ELEVATION_MAX = np.deg2rad(70.0)
 
 
-def sample_hand_params(rng, model, *, procedural_poses, pca_components=12, pca_std=1.0):
+def hand_frame(model) -> np.ndarray:
+    """(3, 3) orthonormal columns [u, n, u x n] in the model frame: u = the hand's long axis
+    (wrist -> middle-finger base, MANO joints 0 -> 4 of the template), n = the palm's normal
+    (perpendicular to u, in the plane of the index and pinky bases). Its sign is irrelevant to
+    `sample_global_rotation`, whose roll about u is uniform."""
+    joints = np.asarray(model.J_regressor, np.float64) @ np.asarray(model.v_template, np.float64)
+    u = joints[4] - joints[0]
+    u /= np.linalg.norm(u)
+    n = np.cross(joints[1] - joints[0], joints[7] - joints[0])
+    n -= u * (n @ u)
+    n /= np.linalg.norm(n)
+    return np.stack([u, n, np.cross(u, n)], 1)
+
+
+def sample_global_rotation(rng, frame, viewpoints="freihand") -> np.ndarray:
+    """A global rotation (3,) axis-angle, camera frame (OpenCV: x right, y down, z forward).
+
+    "uniform": uniform on SO(3). "freihand": the long axis of `frame` (see `hand_frame`) is sent
+    to d = (sin a cos e, -cos a cos e, sin e), a ~ N(0, INPLANE_STD) (0 = fingers up in the
+    image), e ~ N(0, ELEVATION_STD) clipped at +-ELEVATION_MAX, and the roll about d is uniform.
+    """
+    if viewpoints == "uniform":
+        q = rng.standard_normal(4)
+        q /= np.linalg.norm(q)
+        angle = 2 * np.arccos(np.clip(abs(q[0]), 0, 1))
+        return q[1:] * np.sign(q[0]) / max(np.linalg.norm(q[1:]), 1e-12) * angle
+    if viewpoints != "freihand":
+        raise ValueError(f"viewpoints must be one of {VIEWPOINTS}, got {viewpoints!r}")
+    a = rng.normal(0.0, INPLANE_STD)
+    e = np.clip(rng.normal(0.0, ELEVATION_STD), -ELEVATION_MAX, ELEVATION_MAX)
+    roll = rng.uniform(0.0, 2 * np.pi)
+    d = np.array([np.sin(a) * np.cos(e), -np.cos(a) * np.cos(e), np.sin(e)])
+    m0 = np.cross(d, [0.0, 0.0, 1.0])
+    m0 /= np.linalg.norm(m0)
+    m = m0 * np.cos(roll) + np.cross(d, m0) * np.sin(roll)
+    target = np.stack([d, m, np.cross(d, m)], 1)
+    return Rotation.from_matrix(target @ frame.T).as_rotvec()
+
+
+def sample_hand_params(rng, model, *, procedural_poses, pca_components=12, pca_std=1.0,
+                       viewpoints="freihand", frame=None):
     """One random hand: (pose (48,) with the mean ADDED convention, betas (10,)).
 
     Finger poses: for the procedural model, from the same plausible-pose distribution that
     defines its mean and PCA (`procedural.sample_poses`); for a user's MANO file, hands_mean +
     c @ hands_components[:pca_components] with c ~ N(0, pca_std^2) truncated at 2 sd. The global
-    rotation is uniform on SO(3). Returned in FreiHAND's convention: fingers minus hands_mean.
-    procedural_poses: True for the procedural model (see `is_procedural`).
+    rotation follows `sample_global_rotation(viewpoints)` ("freihand" or "uniform"); frame: the
+    model's `hand_frame` (computed when None). Returned in FreiHAND's convention: fingers minus
+    hands_mean. procedural_poses: True for the procedural model (see `is_procedural`).
     """
     if procedural_poses:
         fingers = procedural.sample_poses(rng, 1)[0]
     else:
         c = np.clip(rng.standard_normal(pca_components), -2, 2) * pca_std
         fingers = np.asarray(model.hands_mean) + c @ np.asarray(model.hands_components[:pca_components])
-    q = rng.standard_normal(4)
-    q /= np.linalg.norm(q)
-    angle = 2 * np.arccos(np.clip(abs(q[0]), 0, 1))
-    axis = q[1:] * np.sign(q[0]) / max(np.linalg.norm(q[1:]), 1e-12)
-    global_rot = axis * angle
+    frame = hand_frame(model) if frame is None else frame
+    global_rot = sample_global_rotation(rng, frame, viewpoints)
     pose = np.concatenate([global_rot, fingers - np.asarray(model.hands_mean)])
     betas = np.clip(rng.standard_normal(10), -2, 2)
     return pose, betas
@@ -153,13 +200,57 @@ def occluders(rng, size=IMAGE_SIZE, probability=0.3):
     return np.asarray(layer)
 
 
-def skin_colours(rng, num_vertices):
-    """Per-vertex colours: a random skin tone with gentle per-vertex variation."""
+NAIL_RADIUS = 0.011  # metres from a fingertip vertex: the dorsal skin there is nail
+PALM_TINT = np.array([1.10, 1.02, 1.00])  # palms are lighter and pinker than backs
+NAIL_COLOUR = np.array([0.93, 0.78, 0.76])
+
+
+def vertex_normals(vertices, faces):
+    """Area-weighted unit vertex normals (V, 3) of a mesh (V, 3), faces (F, 3)."""
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces)
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    out = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(out, f[:, k], n)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def skin_layout(model, frame=None):
+    """Where a hand's skin differs, from its template (works for any MANO-format model).
+
+    Returns (palm (V,) in [-1, 1]: the vertex normal's component along the palm's outward
+    normal, > 0 on the palm side; nail (V,) bool: dorsal vertices within NAIL_RADIUS of a
+    fingertip vertex). The palm side is the one from which a right hand, fingers up, shows its
+    thumb on the viewer's right: p = +-n with (u x p) . (thumb base - middle base) > 0."""
+    frame = hand_frame(model) if frame is None else frame
+    u, n = frame[:, 0], frame[:, 1]
+    joints = np.asarray(model.J_regressor, np.float64) @ np.asarray(model.v_template, np.float64)
+    thumb = joints[13] - joints[4]
+    p = n if np.cross(u, n) @ thumb > 0 else -n
+    if model.side == "left":
+        p = -p
+    verts = np.asarray(model.v_template, np.float64)
+    palm = vertex_normals(verts, model.faces) @ p
+    tips = verts[list(mano_jax.TIP_PRESETS["freihand"][model.side])]
+    near_tip = np.min(np.linalg.norm(verts[:, None] - tips[None], axis=-1), axis=1) < NAIL_RADIUS
+    return palm, near_tip & (palm < -0.3)
+
+
+def skin_colours(rng, num_vertices, layout=None):
+    """Per-vertex colours: a random skin tone with gentle per-vertex variation; with a
+    `skin_layout`, a lighter, pinker palm and pale nails."""
     a, b = rng.integers(0, len(SKIN_TONES), 2)
     tone = SKIN_TONES[a] + rng.uniform(0, 1) * (SKIN_TONES[b] - SKIN_TONES[a])
     tone = tone * rng.uniform(0.9, 1.1)
     variation = 1 + 0.05 * rng.standard_normal((num_vertices, 1))
-    return np.clip(tone * variation, 0, 1)
+    colours = np.broadcast_to(tone, (num_vertices, 3)) * variation
+    if layout is not None:
+        palm, nail = layout
+        w = np.clip(palm, 0.0, 1.0)[:, None]
+        colours = colours * (1 + w * (PALM_TINT - 1)) * (1 - 0.06 * np.clip(-palm, 0, 1))[:, None]
+        colours[nail] = 0.35 * colours[nail] + 0.65 * NAIL_COLOUR
+    return np.clip(colours, 0, 1)
 
 
 def light(rng):
@@ -170,9 +261,14 @@ def light(rng):
     return d, rng.uniform(0.2, 0.45), rng.uniform(0.45, 0.8), rng.uniform(0.0, 0.35)
 
 
-def _render_batch(model, rngs, size, procedural_poses):
-    """Samples and renders one batch. Returns the images, masks and labels."""
-    params = [sample_hand_params(r, model, procedural_poses=procedural_poses) for r in rngs]
+def _render_batch(model, rngs, size, procedural_poses, viewpoints, frame, layout=None):
+    """Samples and renders one batch. Returns the images, masks and labels.
+
+    Labels use FreiHAND's pixel convention (pixel (row r, col c) centred at (u, v) = (c, r));
+    the renderer's centres are at (c + 0.5, r + 0.5), so it gets render.pixel_centre_intrinsics(K)
+    and every label lies exactly on the pixel that shows its surface point."""
+    params = [sample_hand_params(r, model, procedural_poses=procedural_poses,
+                                 viewpoints=viewpoints, frame=frame) for r in rngs]
     pose = np.stack([p for p, _ in params])
     betas = np.stack([b for _, b in params])
     verts, joints = (np.asarray(x, np.float64) for x in _hands(model, pose, betas))
@@ -183,9 +279,10 @@ def _render_batch(model, rngs, size, procedural_poses):
     joints_cam = joints + trans[:, None]
     lights = [light(r) for r in rngs]
     bg = np.stack([background(r, size) for r in rngs])
-    colours = np.stack([skin_colours(r, verts.shape[1]) for r in rngs])
+    colours = np.stack([skin_colours(r, verts.shape[1], layout) for r in rngs])
     out = render.render(
-        jnp.asarray(verts_cam, jnp.float32), model.faces, jnp.asarray(K, jnp.float32), size, size,
+        jnp.asarray(verts_cam, jnp.float32), model.faces,
+        jnp.asarray(render.pixel_centre_intrinsics(K), jnp.float32), size, size,
         jnp.asarray(colours, jnp.float32),
         light_dir=jnp.asarray(np.stack([l[0] for l in lights]), jnp.float32),
         ambient=jnp.asarray([l[1] for l in lights], jnp.float32),
@@ -215,7 +312,8 @@ def _write_image(path, array, quality=92):
 
 
 def generate(out_dir, num_train, num_eval=0, *, seed=0, model=None, model_path=None,
-             image_size=IMAGE_SIZE, batch_size=32, workers=2, progress=True):
+             image_size=IMAGE_SIZE, batch_size=32, workers=2, progress=True,
+             viewpoints="freihand"):
     """Writes a synthetic dataset in the FreiHAND layout. Returns a dict of what was written.
 
     Args:
@@ -227,7 +325,11 @@ def generate(out_dir, num_train, num_eval=0, *, seed=0, model=None, model_path=N
       image_size: square image side in pixels (FreiHAND: 224).
       batch_size: hands rendered per jitted call.
       workers: threads encoding and writing JPEGs.
+      viewpoints: "freihand" (hands seen as in FreiHAND, the default) or "uniform" (global
+        rotations uniform on SO(3)); see `sample_global_rotation`.
     """
+    if viewpoints not in VIEWPOINTS:
+        raise ValueError(f"viewpoints must be one of {VIEWPOINTS}, got {viewpoints!r}")
     for name, value, low in (("num_train", num_train, 1), ("num_eval", num_eval, 0),
                              ("image_size", image_size, 16), ("batch_size", batch_size, 1),
                              ("workers", workers, 1)):
@@ -237,6 +339,8 @@ def generate(out_dir, num_train, num_eval=0, *, seed=0, model=None, model_path=N
     if model.side != "right":
         raise ValueError("the FreiHAND layout holds right hands; pass a right-hand MANO model")
     procedural_poses = is_procedural(model)
+    frame = hand_frame(model)
+    layout = skin_layout(model, frame)
     os.makedirs(out_dir, exist_ok=True)
     start = time.perf_counter()
     total = num_train + num_eval
@@ -252,7 +356,8 @@ def generate(out_dir, num_train, num_eval=0, *, seed=0, model=None, model_path=N
             for first in range(0, count, batch_size):
                 idx = range(first, min(first + batch_size, count))
                 rngs = [np.random.default_rng([seed, SPLITS[split], i]) for i in idx]
-                rgb, mask, lab = _render_batch(model, rngs, image_size, procedural_poses)
+                rgb, mask, lab = _render_batch(model, rngs, image_size, procedural_poses,
+                                              viewpoints, frame, layout)
                 for j, i in enumerate(idx):
                     pending.append(pool.submit(
                         _write_image, os.path.join(out_dir, split, "rgb", f"{i:08d}.jpg"), rgb[j]))
@@ -269,7 +374,7 @@ def generate(out_dir, num_train, num_eval=0, *, seed=0, model=None, model_path=N
     bar.close()
     seconds = time.perf_counter() - start
     info = dict(generator="datasets.synthetic", version=GENERATOR_VERSION, seed=seed,
-                num_train=num_train, num_eval=num_eval, image_size=image_size,
+                num_train=num_train, num_eval=num_eval, image_size=image_size, viewpoints=viewpoints,
                 model=model_path or f"procedural {model.side} hand", seconds=round(seconds, 2),
                 images_per_second=round(total / seconds, 1))
     _write_json(os.path.join(out_dir, INFO_NAME), info)
@@ -329,12 +434,15 @@ def main(argv=None):
     parser.add_argument("--model", help="a right-hand MANO file (.pkl/.npz); default: procedural")
     parser.add_argument("--size", type=int, default=IMAGE_SIZE, help="image side in pixels")
     parser.add_argument("--batch", type=int, default=32, help="hands rendered per call")
+    parser.add_argument("--viewpoints", choices=VIEWPOINTS, default="freihand",
+                        help="global rotations as in FreiHAND (default) or uniform on SO(3)")
     args = parser.parse_args(argv)
     num_eval = max(1, args.num // 10) if args.num_eval is None else args.num_eval
     try:
         model = mano_jax.load_model(args.model) if args.model else None
         info = generate(args.out, args.num, num_eval, seed=args.seed, model=model,
-                        model_path=args.model, image_size=args.size, batch_size=args.batch)
+                        model_path=args.model, image_size=args.size, batch_size=args.batch,
+                        viewpoints=args.viewpoints)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"datasets.synthetic: {e}", file=sys.stderr)
         return 2

@@ -71,3 +71,55 @@ def read_metrics(workdir: str) -> list:
     """The logged rows of <workdir>/metrics.jsonl as dicts, in order."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# Panels of the validation-curves figure: (title, [(metric key, label, style)], y label).
+CURVE_PANELS = (
+    ("3D (Procrustes-aligned)", [("eval/pa_mpjpe_mm", "PA-MPJPE", "-"),
+                                 ("eval/pa_mpvpe_mm", "PA-MPVPE", "-"),
+                                 ("eval/baseline/pa_mpjpe_mm", "mean hand PA-MPJPE", ":"),
+                                 ("eval/baseline/pa_mpvpe_mm", "mean hand PA-MPVPE", ":")], "mm"),
+    ("F-scores and mask", [("eval/f15", "F@15", "-"), ("eval/f5", "F@5", "-"),
+                           ("eval/baseline/f15", "mean hand F@15", ":"),
+                           ("eval/mask_iou", "mask IoU", "-")], ""),
+    ("2D keypoints", [("eval/kp2d_px", "mesh projection", "-"),
+                      ("eval/kp2d_heatmap_px", "heat-map soft-argmax", "-")], "crop px"),
+    ("Why (diagnostics)", [("eval/rot_error_deg", "global rotation error (deg)", "-"),
+                           ("eval/rr_mpjpe_mm", "root-relative MPJPE (mm)", "-")], ""),
+    ("Scale", [("eval/hand_size_mm", "hand size (bone sum)", "-"),
+               ("eval/label/hand_size_mm", "label hand size", ":")], "mm"),
+    ("Camera", [("eval/cam_scale", "camera scale s", "-"),
+                ("eval/label/cam_scale", "labels' fitted s", ":")], ""),
+)
+
+
+def plot_validation_curves(rows, path: str) -> bool:
+    """Writes a PNG of the validation curves (CURVE_PANELS) of metrics rows (`read_metrics`).
+
+    Returns False (and writes nothing) when no row holds a validation score."""
+    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    if not evals:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (title, series, unit) in zip(axes.ravel(), CURVE_PANELS):
+        for key, label, style in series:
+            pts = [(r["step"], r[key]) for r in evals
+                   if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+            if pts:
+                ax.plot(*zip(*pts), style, marker="o", markersize=3, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if unit:
+            ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True

@@ -60,14 +60,11 @@ import ml_collections
 import numpy as np
 
 from hiu_jax import render
-from hiu_jax.models import NUM_BONES, PROJECTION_REF
-
-NUM_KEYPOINTS = 21
-# Bones (parent, child) in FreiHAND joint order, as datasets.pipeline.BONES: per finger f (thumb 0
-# .. pinky 4) 0-(4f+1), (4f+1)-(4f+2), (4f+2)-(4f+3), (4f+3)-(4f+4). POF channel 3b+k: axis k of b.
-BONES = tuple((0 if j == 0 else 4 * f + j, 4 * f + j + 1) for f in range(5) for j in range(4))
-BONE_PARENTS = np.array([p for p, _ in BONES], np.int32)
-BONE_CHILDREN = np.array([c for _, c in BONES], np.int32)
+from mano_jax import rotations
+from hiu_jax.models import PROJECTION_REF
+from hiu_jax.skeleton import (BONE_CHILDREN, BONE_PARENTS, BONES, NUM_BONES,  # noqa: F401
+                              NUM_KEYPOINTS, bone_directions, bone_regions, crop_to_heatmap,
+                              heatmap_to_crop, pooled_bone_vectors, soft_argmax)
 
 KEYPOINT_LOSSES = ("l1", "smooth_l1")
 SILHOUETTE_LOSSES = ("l2", "bce")
@@ -137,13 +134,15 @@ def loss_config() -> ml_collections.ConfigDict:
     # Term name -> weight; 0 switches a term off (it is then not computed).
     c.terms = ml_collections.ConfigDict(dict(
         heatmaps=1000.0,  # MSE of peak-1 Gaussians, per stack (HAMR's heat-map weight)
+        heatmap_keypoints=0.0,  # soft-argmax of each stack's heat maps vs the 2D labels
         mask=1.0,  # binary cross-entropy on logits (+ Dice if mask_dice), per stack
         pof=1.0,  # squared error of the POF vectors on the bones' regions, per stack
         joints_2d=10.0,  # per regressor iteration; crop px / crop size
         joints_3d=100.0,  # per regressor iteration; L1, metres
         camera=10.0,  # per iteration; squared error to the labels' weak-perspective fit
         vertices=100.0,  # L1, metres
-        mano_pose=1.0,  # squared error of the 48 axis-angle values (radians)
+        mano_pose=1.0,  # mean over 16 joints of |R_pred - R|_F^2 (rotation matrices)
+        global_rotation=0.0,  # |R_pred - R|_F^2 of the global rotation alone
         mano_betas=0.1,  # squared error of the 10 shape coefficients
         shape_prior=1e-3,  # ||betas||^2
         pose_prior=1e-4,  # ||finger pose deviation from hands_mean||^2 (radians^2)
@@ -166,6 +165,12 @@ def loss_config() -> ml_collections.ConfigDict:
     c.joints_consistency_confidence = True  # weight joints by clip(max of their heat map, 0, 1)
     c.pof_consistency_region = "mesh"  # "mesh": 2D bone region of the mesh joints; "magnitude"
     c.pof_consistency_width = 1.0  # half-width of that region, heat-map pixels (pipeline pof_width)
+    c.silhouette_size = 0  # side of the rendered silhouette, px; 0 = the mask logits' side
+    # Self-supervised terms whose targets come from untrained heads are ramped in: their weight is
+    # multiplied by clip((step - start) / (end - start), 0, 1), ramp_steps = (start, end);
+    # (0, 0) = full weight from the first step.
+    c.ramp_terms = ("silhouette", "joints_consistency", "pof_consistency")
+    c.ramp_steps = (0, 0)
     return c
 
 
@@ -208,22 +213,53 @@ def validate_loss_config(loss_cfg) -> dict:
                   "pof_consistency_width"):
         if field in loss_cfg and not (math.isfinite(loss_cfg[field]) and loss_cfg[field] > 0):
             raise ValueError(f"loss config: {field} = {loss_cfg[field]!r} must be finite and > 0")
+    for name in loss_cfg.get("ramp_terms", ()):
+        if name not in _REGISTRY:
+            raise ValueError(f"loss config: ramp_terms names unknown term {name!r}; registered "
+                             f"terms: {sorted(_REGISTRY)}")
+    ramp = tuple(loss_cfg.get("ramp_steps", (0, 0)))
+    if len(ramp) != 2 or not all(isinstance(r, numbers.Integral) and r >= 0 for r in ramp) or \
+            ramp[1] < ramp[0]:
+        raise ValueError(f"loss config: ramp_steps = {ramp!r} must be two ints 0 <= start <= end")
     return active
+
+
+# Terms that compare the network's mesh vertices or MANO parameters with labels: they mean
+# something only when the labels were made with the network's own hand model.
+MANO_LABEL_TERMS = ("vertices", "mano_pose", "mano_betas")
+
+
+def check_label_hand_model(loss_cfg, mano_labelled_sources, mano_path) -> None:
+    """Refuses to train MANO_LABEL_TERMS on labels of the licensed MANO model with another hand.
+
+    mano_labelled_sources: the names of the training sources whose vertex / MANO labels come
+    from the licensed model (datasets.pipeline.MANO_LABELLED that the run mixes in); mano_path:
+    config.model.mano_path ('' = the procedural hand, whose vertex i is another surface point and
+    whose pose and shape spaces are its own). Raises ValueError naming the flag to set.
+    """
+    active = [t for t in MANO_LABEL_TERMS if float(loss_cfg.terms.get(t, 0.0) or 0.0) > 0]
+    sources = list(mano_labelled_sources)
+    if mano_path or not active or not sources:
+        return
+    zero = " ".join(f"--config.loss.terms.{t}=0" for t in active)
+    raise ValueError(
+        f"the loss terms {', '.join(active)} compare the mesh and MANO parameters with labels of "
+        f"{', '.join(sources)}, which were made with the licensed MANO model, but the network "
+        f"uses the procedural hand (a different surface and parameter space): pass "
+        f"--config.model.mano_path=/path/to/MANO_RIGHT.pkl, or switch those terms off with {zero}")
+
+
+def ramp_factor(loss_cfg, step):
+    """clip((step - start) / (end - start), 0, 1) for ramp_steps = (start, end); 1 when step is
+    None or end == 0. step: a scalar (traced or not)."""
+    start, end = (int(r) for r in loss_cfg.get("ramp_steps", (0, 0)))
+    if step is None or end == 0:
+        return 1.0
+    return jnp.clip((jnp.asarray(step, jnp.float32) - start) / max(end - start, 1), 0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------
 # Geometry helpers (pipeline conventions)
-
-
-def crop_to_heatmap(p, crop_size: int, heatmap_size: int):
-    """Crop pixel coordinates -> heat-map coordinates: h = (p + 0.5) M / N - 0.5 (pixel areas
-    aligned, centres at integers in both; as datasets.pipeline.crop_to_heatmap)."""
-    return (p + 0.5) * (heatmap_size / crop_size) - 0.5
-
-
-def heatmap_to_crop(h, crop_size: int, heatmap_size: int):
-    """Heat-map coordinates -> crop pixel coordinates: p = (h + 0.5) N / M - 0.5."""
-    return (h + 0.5) * (crop_size / heatmap_size) - 0.5
 
 
 def crop_to_render_pixels(p, crop_size: int, size: int):
@@ -235,44 +271,6 @@ def crop_to_render_pixels(p, crop_size: int, size: int):
 def crop_size_of(batch) -> int:
     """The crop size N (static), from batch["image"] (B, N, N, 3)."""
     return int(batch["image"].shape[-3])
-
-
-def soft_argmax(heatmaps, temperature: float):
-    """Expected pixel position under softmax(H / T) over each map's pixels.
-
-    heatmaps (B, M, M, J) -> (B, J, 2) heat-map coordinates (x = column, y = row; pixel centres
-    at integers).
-    """
-    b, m, w, j = heatmaps.shape
-    logits = heatmaps.reshape(b, m * w, j) / temperature
-    prob = jax.nn.softmax(logits, axis=1).reshape(b, m, w, j)
-    x = jnp.einsum("bhwj,w->bj", prob, jnp.arange(w, dtype=heatmaps.dtype))
-    y = jnp.einsum("bhwj,h->bj", prob, jnp.arange(m, dtype=heatmaps.dtype))
-    return jnp.stack([x, y], -1)
-
-
-def bone_directions(joints_3d, eps: float = 1e-9):
-    """Unit vectors child - parent of the 20 BONES: (B, 21, 3) -> (B, 20, 3); 0 for a bone
-    shorter than eps (metres)."""
-    d = joints_3d[:, BONE_CHILDREN] - joints_3d[:, BONE_PARENTS]
-    length2 = jnp.sum(d * d, -1, keepdims=True)
-    safe = jnp.where(length2 > eps * eps, length2, 1.0)
-    return jnp.where(length2 > eps * eps, d * jax.lax.rsqrt(safe), 0.0)
-
-
-def bone_regions(joints_hm, size: int, width: float):
-    """The pipeline's POF regions: pixels whose centre is within `width` of the 2D bone.
-
-    joints_hm (B, 21, 2) heat-map coordinates -> (B, M, M, 20) float 0/1, M = size.
-    """
-    g = jnp.arange(size, dtype=joints_hm.dtype)
-    pix = jnp.stack(jnp.meshgrid(g, g, indexing="xy"), -1)[None, :, :, None, :]  # (1,M,M,1,2)
-    a = joints_hm[:, BONE_PARENTS][:, None, None]  # (B, 1, 1, 20, 2)
-    ab = joints_hm[:, BONE_CHILDREN][:, None, None] - a
-    ab2 = jnp.maximum(jnp.sum(ab * ab, -1), 1e-12)
-    t = jnp.clip(jnp.sum((pix - a) * ab, -1) / ab2, 0.0, 1.0)
-    r = pix - a - t[..., None] * ab
-    return (jnp.sum(r * r, -1) <= width * width).astype(joints_hm.dtype)
 
 
 def area_downsample(images, size: int):
@@ -335,6 +333,12 @@ def _per_level(preds, cfg_weights, field, per, fn):
     return total
 
 
+def visible_mean(values, visibility):
+    """sum_j vis_j v_j / max(sum_j vis_j, 1): the mean over a sample's visible joints (B, J) ->
+    (B,), so a hand with few visible joints weighs as much as a fully visible one."""
+    return jnp.sum(visibility * values, -1) / jnp.maximum(jnp.sum(visibility, -1), 1.0)
+
+
 def _needs_mano(name, cfg):
     model = cfg.get("mano_model", None)
     if model is None:
@@ -349,14 +353,30 @@ def _needs_mano(name, cfg):
 
 @register("heatmaps", flag="has_2d")
 def heatmap_mse(outputs, batch, cfg):
-    """sum_stacks w_s mean_j vis_j mean_pixels (H_pred - H)^2.
+    """sum_stacks w_s visible_mean_j mean_pixels (H_pred - H)^2.
     outputs["heatmaps"]: list of (B, M, M, 21); batch heatmaps (B, M, M, 21), visibility (B, 21)."""
     target, vis = batch["heatmaps"], batch["keypoint_visibility"]
 
     def one(pred):
         _check_shape("heatmaps", pred, target)
         per_joint = jnp.mean(jnp.square(pred - target), axis=(1, 2))  # (B, 21)
-        return jnp.mean(vis * per_joint, -1)
+        return visible_mean(per_joint, vis)
+
+    return _per_level(outputs["heatmaps"], cfg.stack_weights, "stack_weights", "stacks", one)
+
+
+@register("heatmap_keypoints", flag="has_2d")
+def heatmap_keypoints(outputs, batch, cfg):
+    """sum_stacks w_s visible_mean_j rho((soft_argmax(H) - uv) / N): the heat maps' own 2D
+    keypoints (integral regression) against the labels, as joints_2d. It gives every stack a
+    direct localisation gradient from the first step, when an MSE on peak-1 Gaussians mostly
+    teaches "predict zeros". outputs["heatmaps"]: list of (B, M, M, 21)."""
+    target, vis, n = batch["keypoints_2d"], batch["keypoint_visibility"], crop_size_of(batch)
+
+    def one(heat):
+        uv = heatmap_to_crop(soft_argmax(heat, cfg.softargmax_temperature), n, heat.shape[1])
+        _check_shape("heatmap_keypoints", uv, target)
+        return visible_mean(keypoint_error_2d(uv, target, n, cfg), vis)
 
     return _per_level(outputs["heatmaps"], cfg.stack_weights, "stack_weights", "stacks", one)
 
@@ -398,13 +418,13 @@ def pof_mse(outputs, batch, cfg):
 
 @register("joints_2d", flag="has_2d")
 def keypoints_2d_l1(outputs, batch, cfg):
-    """sum_iters w_i mean_j vis_j rho((uv_pred - uv) / N): L1 or smooth-L1 in crop-normalised
+    """sum_iters w_i visible_mean_j rho((uv_pred - uv) / N): L1 or smooth-L1 in crop-normalised
     units. outputs["joints_2d_iters"]: list of (B, 21, 2) crop px; batch keypoints_2d (B, 21, 2)."""
     target, vis, n = batch["keypoints_2d"], batch["keypoint_visibility"], crop_size_of(batch)
 
     def one(pred):
         _check_shape("joints_2d", pred, target)
-        return jnp.mean(vis * keypoint_error_2d(pred, target, n, cfg), -1)
+        return visible_mean(keypoint_error_2d(pred, target, n, cfg), vis)
 
     return _per_level(outputs["joints_2d_iters"], cfg.iteration_weights, "iteration_weights",
                       "iterations", one)
@@ -487,15 +507,38 @@ def _pose_output(name, outputs):
     return pose
 
 
+def target_rotmats(pose, flat_hand_mean, hands_mean):
+    """Full local rotation matrices of a MANO pose label.
+
+    pose (B, 48) axis-angle; flat_hand_mean (B,) 1 = the 45 finger values are full rotations,
+    0 = deviations from hands_mean (45,) (FreiHAND). -> (B, 16, 3, 3), MANO joint order."""
+    mean48 = jnp.concatenate([jnp.zeros((3,), pose.dtype), jnp.asarray(hands_mean, pose.dtype)])
+    full = pose + (1.0 - flat_hand_mean[:, None]) * mean48
+    return rotations.axis_angle_to_matrix(full.reshape(pose.shape[:-1] + (16, 3)))
+
+
 @register("mano_pose", flag="has_mano")
-def mano_pose_mse(outputs, batch, cfg):
-    """mean over 48 of (pose_pred - pose_target)^2, radians^2; both as deviations from
-    hands_mean (`target_pose_deviation`, which needs cfg.mano_model.hands_mean)."""
-    pred = _pose_output("mano_pose", outputs)
+def mano_pose_rotmat(outputs, batch, cfg):
+    """mean over the 16 joints of ||R_pred - R||_F^2 (= 8 sin^2(angle / 2) of the rotation
+    between them: 0 at the label, the same for every axis-angle of one rotation, so no 2 pi wrap
+    and no conflict between equivalent labels). outputs["mano_rotmats"] (B, 16, 3, 3) full local
+    rotations; labels via `target_rotmats` (needs cfg.mano_model.hands_mean)."""
+    pred = outputs["mano_rotmats"]
     hands_mean = _needs_mano("mano_pose", cfg).hands_mean
-    target = target_pose_deviation(batch["mano_pose"], batch["mano_flat_hand_mean"], hands_mean)
+    target = target_rotmats(batch["mano_pose"], batch["mano_flat_hand_mean"], hands_mean)
     _check_shape("mano_pose", pred, target)
-    return jnp.mean(jnp.square(pred - target), -1)
+    return jnp.mean(jnp.sum(jnp.square(pred - target), (-2, -1)), -1)
+
+
+@register("global_rotation", flag="has_mano")
+def global_rotation(outputs, batch, cfg):
+    """||R_pred - R||_F^2 of the global rotation alone (MANO joint 0, camera frame; 8 sin^2 of
+    half the angle between them), so that it weighs as much as all the fingers together in
+    mano_pose. (B,)."""
+    pred = outputs["mano_rotmats"][:, 0]
+    target = rotations.axis_angle_to_matrix(batch["mano_pose"][:, :3])
+    _check_shape("global_rotation", pred, target)
+    return jnp.sum(jnp.square(pred - target), (-2, -1))
 
 
 @register("mano_betas", flag="has_mano")
@@ -535,10 +578,10 @@ def silhouette_consistency(outputs, batch, cfg):
     """
     model = _needs_mano("silhouette", cfg)
     logits = outputs["mask_logits"][-1]
-    size = logits.shape[1]
+    size = int(cfg.get("silhouette_size", 0)) or logits.shape[1]
     uv = crop_to_render_pixels(outputs["vertices_2d"], crop_size_of(batch), size)
     sil = render.soft_silhouette(uv, model.faces, size, size, cfg.silhouette_sigma)
-    target = jax.lax.stop_gradient(jax.nn.sigmoid(logits[..., 0]))
+    target = jax.lax.stop_gradient(area_downsample(jax.nn.sigmoid(logits), size)[..., 0])
     if cfg.silhouette_loss == "l2":
         return jnp.mean(jnp.square(sil - target), axis=(1, 2))
     # a log(a / b), 0 where a = 0; b floored at 1e-7 so that a mesh that misses a pixel the
@@ -584,8 +627,7 @@ def pof_consistency(outputs, batch, cfg):
         weight = bone_regions(jax.lax.stop_gradient(joints_hm), m, cfg.pof_consistency_width)
     else:
         weight = jnp.sum(jnp.square(vectors), -1)
-    mean = jnp.einsum("bhwk,bhwkc->bkc", weight, vectors) / jnp.maximum(
-        jnp.sum(weight, axis=(1, 2)), 1e-12)[..., None]
+    mean = pooled_bone_vectors(pof, weight)
     norm2 = jnp.sum(jnp.square(mean), -1, keepdims=True)
     ok = norm2 > 1e-12
     target = jax.lax.stop_gradient(jnp.where(ok, mean * jax.lax.rsqrt(jnp.where(ok, norm2, 1.0)),
@@ -617,7 +659,8 @@ def availability(batch, flags: Sequence[str]):
     return jax.lax.stop_gradient(f)
 
 
-def total_loss(outputs, batch, loss_cfg, *, mano_model=None, axis_name: Optional[str] = None):
+def total_loss(outputs, batch, loss_cfg, *, mano_model=None, axis_name: Optional[str] = None,
+               step=None):
     """The weighted sum of every active term, each averaged over its labeled samples.
 
     Args:
@@ -627,6 +670,8 @@ def total_loss(outputs, batch, loss_cfg, *, mano_model=None, axis_name: Optional
       mano_model: the network's MANO model (faces for "silhouette", hands_mean for "mano_pose").
       axis_name: the data-parallel axis (pmap / shard_map), or None (one device, or jit with a
         sharded global batch).
+      step: the training step, for the ramp of loss_cfg.ramp_terms (`ramp_factor`); None = no
+        ramp (full weights).
     Returns:
       (loss, metrics). loss: scalar; without axis_name the loss of the batch; with it, this
       device's share n_dev * sum_local(w f v) / max(global count, 1), whose pmean over the axis
@@ -639,7 +684,11 @@ def total_loss(outputs, batch, loss_cfg, *, mano_model=None, axis_name: Optional
     size = 1.0 if axis_name is None else jax.lax.psum(1.0, axis_name)
     batch_size = batch["valid"].shape[0]
     loss, metrics, total = jnp.zeros((), jnp.float32), {}, jnp.zeros((), jnp.float32)
+    ramp = ramp_factor(loss_cfg, step)
+    ramped = set(loss_cfg.get("ramp_terms", ()))
     for name, weight in active.items():
+        if name in ramped:
+            weight = weight * ramp
         term = _REGISTRY[name]
         values = term.fn(outputs, batch, cfg)
         if values.shape != (batch_size,):

@@ -6,9 +6,17 @@
          sharing the skips -> 21 heat maps, mask logits, 60 POF channels (20 bones x 3);
          the next stack takes x + 1x1(features) + 1x1(predictions)   (hourglass-style)
       -> feature encoder: strided conv blocks over [last features, predictions] -> vector (2048)
+      -> coarse to fine: the vector, the soft-argmax 2D keypoints of the last heat maps and the
+         POF pooled over the bones between them (3D bone directions), all stop-gradient
       -> iterative regressor (HMR error feedback): theta += MLP([f, theta]), 3 iterations;
-         theta = weak-perspective camera (s, tx, ty), global rotation, finger pose, betas
+         theta = weak-perspective camera (log s, tx, ty), global rotation, finger pose, betas
       -> MANO layer (mano_jax) -> root-relative vertices and 21 joints, projected to crop pixels.
+
+Parameterisation (where the regressor's numbers become a hand): the camera scale is
+s = init_cam_scale * exp(theta_s), so it stays positive; the global rotation is 6D (continuous,
+no wrap at pi) when `global_rotation` = "rot6d", the fingers as `pose_parameterisation` says;
+betas = beta_limit * tanh(theta_beta / beta_limit) keeps the shape within +-beta_limit standard
+deviations (0 = unbounded).
 
 Design decisions where the paper is silent are in DESIGN.md ("The network"). Every size is a
 config field; `configs/` holds the full (ResNet-50 body per stack) and tiny sizes.
@@ -29,26 +37,37 @@ import jax.numpy as jnp
 import ml_collections
 
 import mano_jax
-from mano_jax import rotations
+from hiu_jax import skeleton
+from mano_jax import lbs, rotations
 
 PROJECTION_REF = 0.1  # metres; see the module docstring
-NUM_KEYPOINTS = 21
-NUM_BONES = 20
+NUM_KEYPOINTS = skeleton.NUM_KEYPOINTS
+NUM_BONES = skeleton.NUM_BONES
 POSE_PARAMETERISATIONS = ("axis_angle", "pca", "rot6d")
+GLOBAL_ROTATIONS = ("axis_angle", "rot6d")
+MAX_LOG_CAM_SCALE = 4.0  # theta_s is clipped to +-this: s within e^-4 .. e^4 of init_cam_scale
 
 
-def theta_layout(pose_parameterisation: str, pca_components: int = 12) -> dict:
-    """Slices of the regressor's theta vector: name -> (start, stop)."""
+def theta_layout(pose_parameterisation: str, pca_components: int = 12,
+                 global_rotation: str = "axis_angle") -> dict:
+    """Slices of the regressor's theta vector: name -> (start, stop).
+
+    global_rotation: "axis_angle" (3 values) or "rot6d" (6); with pose_parameterisation "rot6d"
+    the global rotation is 6D either way."""
     if pose_parameterisation not in POSE_PARAMETERISATIONS:
         raise ValueError(f"pose_parameterisation must be one of {POSE_PARAMETERISATIONS}, "
                          f"got {pose_parameterisation!r}")
+    if global_rotation not in GLOBAL_ROTATIONS:
+        raise ValueError(f"global_rotation must be one of {GLOBAL_ROTATIONS}, "
+                         f"got {global_rotation!r}")
+    glob = 6 if "rot6d" in (pose_parameterisation, global_rotation) else 3
     if pose_parameterisation == "rot6d":
         sizes = [("cam", 3), ("global_rot", 6), ("hand_pose", 15 * 6), ("betas", 10)]
     else:
         if pose_parameterisation == "pca" and not 1 <= pca_components <= 45:
             raise ValueError(f"pca_components must be in 1..45, got {pca_components}")
         finger = 45 if pose_parameterisation == "axis_angle" else pca_components
-        sizes = [("cam", 3), ("global_rot", 3), ("hand_pose", finger), ("betas", 10)]
+        sizes = [("cam", 3), ("global_rot", glob), ("hand_pose", finger), ("betas", 10)]
     layout, start = {}, 0
     for name, size in sizes:
         layout[name] = (start, start + size)
@@ -56,41 +75,71 @@ def theta_layout(pose_parameterisation: str, pca_components: int = 12) -> dict:
     return layout
 
 
-def initial_theta(layout: dict, pose_parameterisation: str, init_scale: float = 0.8):
-    """theta at iteration 0: camera (s, 0, 0), identity rotations, mean finger pose, zero betas."""
+def initial_theta(layout: dict, pose_parameterisation: str, init_global_rot=(0.0, 0.0, 0.0)):
+    """theta at iteration 0: camera (log s = 0, 0, 0), the global rotation init_global_rot
+    (axis-angle, camera frame), identity finger rotations (the mean finger pose), zero betas."""
     size = max(stop for _, stop in layout.values())
-    theta = jnp.zeros((size,), jnp.float32).at[layout["cam"][0]].set(init_scale)
+    theta = jnp.zeros((size,), jnp.float32)
+    glob = jnp.asarray(init_global_rot, jnp.float32)
+    gslice = slice(*layout["global_rot"])
+    if gslice.stop - gslice.start == 6:
+        glob = rotations.matrix_to_rotation_6d(rotations.axis_angle_to_matrix(glob))
+    theta = theta.at[gslice].set(glob)
     if pose_parameterisation == "rot6d":
         eye6 = rotations.matrix_to_rotation_6d(jnp.eye(3))
-        theta = theta.at[slice(*layout["global_rot"])].set(eye6)
         theta = theta.at[slice(*layout["hand_pose"])].set(jnp.tile(eye6, 15))
     return theta
 
 
-def mano_from_theta(mano_model, theta, layout, pose_parameterisation):
+def mano_from_theta(mano_model, theta, layout, pose_parameterisation, beta_limit: float = 0.0):
     """Runs MANO for a batch of theta. Returns root-relative vertices, joints and the pose.
 
     theta: (B, T). Axis-angle and PCA poses are deviations from hands_mean (flat_hand_mean=False,
-    as FreiHAND stores them); 6D poses are full local rotations.
+    as FreiHAND stores them); 6D poses are full local rotations. A 6D global rotation goes with
+    any finger parameterisation. beta_limit > 0: betas = beta_limit tanh(theta_betas / limit).
     Returns dict(vertices (B, 778, 3), joints_3d (B, 21, 3), both minus the wrist (joint 0),
     in metres, OpenPose/FreiHAND order; pose (B, 48) axis-angle with flat_hand_mean=False (PCA
-    coefficients expanded), or None for rot6d; betas (B, 10)).
+    coefficients expanded), or None for rot6d fingers; rotmats (B, 16, 3, 3) the full local
+    rotations (hands_mean included), MANO joint order; betas (B, 10)).
     """
     betas = theta[..., slice(*layout["betas"])]
+    if beta_limit > 0:
+        betas = beta_limit * jnp.tanh(betas / beta_limit)
     glob = theta[..., slice(*layout["global_rot"])]
     fingers = theta[..., slice(*layout["hand_pose"])]
+    glob_rotmat = (rotations.rotation_6d_to_matrix(glob) if glob.shape[-1] == 6
+                   else rotations.axis_angle_to_matrix(glob))
     if pose_parameterisation == "rot6d":
-        rot = jnp.concatenate([glob[..., None, :], fingers.reshape(fingers.shape[:-1] + (15, 6))], -2)
-        rotmats = rotations.rotation_6d_to_matrix(rot)
-        out = mano_jax.forward(mano_model, rotmats, betas, flat_hand_mean=True, pose_space="rotmat")
+        finger_rotmats = rotations.rotation_6d_to_matrix(
+            fingers.reshape(fingers.shape[:-1] + (15, 6)))
         pose = None
     else:
         if pose_parameterisation == "pca":
             fingers = fingers @ mano_model.hands_components[: fingers.shape[-1]]
-        pose = jnp.concatenate([glob, fingers], -1)
-        out = mano_jax.forward(mano_model, pose, betas, flat_hand_mean=False)
+        finger_rotmats = lbs.pose_to_rotations(
+            mano_model, jnp.concatenate([jnp.zeros_like(fingers[..., :3]), fingers], -1),
+            flat_hand_mean=False, pose_space="axis_angle")[..., 1:, :, :]
+        glob_aa = glob if glob.shape[-1] == 3 else rotations.matrix_to_axis_angle(glob_rotmat)
+        pose = jnp.concatenate([glob_aa, fingers], -1)
+    rotmats = jnp.concatenate([glob_rotmat[..., None, :, :], finger_rotmats], -3)
+    out = mano_jax.forward(mano_model, rotmats, betas, flat_hand_mean=True, pose_space="rotmat")
     root = out.joints[..., :1, :]
-    return dict(vertices=out.vertices - root, joints_3d=out.joints - root, pose=pose, betas=betas)
+    return dict(vertices=out.vertices - root, joints_3d=out.joints - root, pose=pose,
+                rotmats=rotmats, betas=betas)
+
+
+def camera_from_theta(theta, layout, init_cam_scale: float, joints_3d):
+    """(B, T) theta -> (B, 3) weak-perspective camera (s, tx, ty) of `project_weak_perspective_crop`.
+
+    The regressor's camera (theta_s, t_c) is anchored at the centroid c of the hand's 21 joints
+    (B, 21, 3) root-relative: uv = N/2 (1 + t_c + s (X - c)_xy / REF), so theta = 0 puts the
+    hand's centre at the crop's centre (where the pipeline puts the hand) whatever the pose.
+    s = init_cam_scale exp(theta_s) stays positive. Returned as the equivalent wrist-anchored
+    camera, t = t_c - s c_xy / REF."""
+    raw = theta[..., slice(*layout["cam"])]
+    s = init_cam_scale * jnp.exp(jnp.clip(raw[..., :1], -MAX_LOG_CAM_SCALE, MAX_LOG_CAM_SCALE))
+    centroid = jnp.mean(joints_3d[..., :2], axis=-2)
+    return jnp.concatenate([s, raw[..., 1:] - s * centroid / PROJECTION_REF], -1)
 
 
 def project_weak_perspective_crop(points, cam, crop_size):
@@ -262,7 +311,7 @@ class HIUNet(nn.Module):
                                  param_dtype=jnp.float32)
         x = images.astype(self.dtype) * 2.0 - 1.0
         for c in cfg.stem_channels:
-            x = ConvBN(c, 7, 2, norm=norm, dtype=self.dtype)(x)
+            x = ConvBN(c, cfg.get("stem_kernel", 7), 2, norm=norm, dtype=self.dtype)(x)
         outputs = {"heatmaps": [], "mask_logits": [], "pof": []}
         feats = preds = None
         for k in range(cfg.num_stacks):
@@ -286,17 +335,37 @@ class HIUNet(nn.Module):
                                        "bilinear")
             outputs["pof"].append(pof.astype(jnp.float32))
         merged = jnp.concatenate([feats, preds["heatmaps"], preds["mask"], preds["pof"]], -1)
+        if cfg.get("regressor_stop_gradient", False):
+            # The stacks learn from their dense labels only; the mesh losses train the feature
+            # encoder and the regressor (their gradients would otherwise swamp the heat maps').
+            merged = jax.lax.stop_gradient(merged)
         vector = FeatureEncoder(cfg.feature_channels, norm=norm, dtype=self.dtype)(merged)
+        # Coarse to fine: the regressor also reads the 2D keypoints and the 3D bone directions
+        # that the last stack found (stop-gradient: those heads learn from their own labels).
+        heat = jax.lax.stop_gradient(outputs["heatmaps"][-1])
+        keypoints_hm = skeleton.soft_argmax(heat, cfg.get("keypoint_temperature", 0.04))
+        outputs["keypoints_hm"] = keypoints_hm
+        if cfg.get("coarse_to_fine_inputs", False):
+            m = cfg.heatmap_size
+            regions = skeleton.soft_bone_regions(keypoints_hm, m, 1.0)
+            bones = skeleton.pooled_bone_vectors(jax.lax.stop_gradient(outputs["pof"][-1]),
+                                                 regions)
+            keypoints_unit = 2.0 * (keypoints_hm + 0.5) / m - 1.0  # the crop spans [-1, 1]
+            vector = jnp.concatenate([vector.astype(jnp.float32),
+                                      keypoints_unit.reshape(b, -1), bones.reshape(b, -1)], -1)
 
-        layout = theta_layout(cfg.pose_parameterisation, cfg.pca_components)
-        thetas = Regressor(initial_theta(layout, cfg.pose_parameterisation, cfg.init_cam_scale),
-                           cfg.regressor_hidden, cfg.regressor_iterations,
+        layout = theta_layout(cfg.pose_parameterisation, cfg.pca_components,
+                              cfg.get("global_rotation", "axis_angle"))
+        theta0 = initial_theta(layout, cfg.pose_parameterisation,
+                               cfg.get("init_global_rot", (0.0, 0.0, 0.0)))
+        thetas = Regressor(theta0, cfg.regressor_hidden, cfg.regressor_iterations,
                            cfg.regressor_dropout)(vector, train)
         outputs["theta"] = thetas
         outputs["cam"], outputs["joints_3d_iters"], outputs["joints_2d_iters"] = [], [], []
         for theta in thetas:
-            hand = mano_from_theta(self.mano_model, theta, layout, cfg.pose_parameterisation)
-            cam = theta[:, slice(*layout["cam"])]
+            hand = mano_from_theta(self.mano_model, theta, layout, cfg.pose_parameterisation,
+                                   cfg.get("beta_limit", 0.0))
+            cam = camera_from_theta(theta, layout, cfg.init_cam_scale, hand["joints_3d"])
             outputs["cam"].append(cam)
             outputs["joints_3d_iters"].append(hand["joints_3d"])
             outputs["joints_2d_iters"].append(project_weak_perspective_crop(hand["joints_3d"], cam, crop))
@@ -307,6 +376,7 @@ class HIUNet(nn.Module):
         outputs["mano_pose"] = hand["pose"] if hand["pose"] is not None else jnp.zeros(
             (images.shape[0], 0), jnp.float32)
         outputs["mano_betas"] = hand["betas"]
+        outputs["mano_rotmats"] = hand["rotmats"]
         return outputs
 
 

@@ -37,6 +37,17 @@ DEFAULT_COLOR = (0.8, 0.8, 0.8)  # vertex colour used by `render` when none is g
 DEFAULT_SOFT_CUTOFF = 30.0  # soft_silhouette skips pixels where log(1 - D) > -exp(-cutoff)
 
 
+def pixel_centre_intrinsics(K):
+    """Intrinsics for this renderer from intrinsics in the datasets' pixel convention.
+
+    Datasets (FreiHAND, the pipeline) centre pixel (row r, col c) at (u, v) = (c, r); this
+    renderer centres it at (c + 0.5, r + 0.5). Rendering with K' = K + 0.5 on the principal
+    point makes the pixel that shows a surface point X the one at K X / X_z in the datasets'
+    convention. K: (..., 3, 3) numpy or jax -> same shape."""
+    shift = np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
+    return K + shift * K[..., 2:3, 2:3]
+
+
 class Rasterized(NamedTuple):
     """The output of `rasterize`.
 

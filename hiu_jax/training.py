@@ -119,7 +119,7 @@ def train_step(state: TrainState, batch, *, loss_cfg, mano_model, axis_name=None
             {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
             mutable=["batch_stats"], rngs={"dropout": key})
         loss, metrics = losses.total_loss(outputs, batch, loss_cfg, mano_model=mano_model,
-                                          axis_name=axis_name)
+                                          axis_name=axis_name, step=state.step)
         return loss, (metrics, updates["batch_stats"])
 
     (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

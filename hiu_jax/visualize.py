@@ -48,10 +48,8 @@ def weak_perspective_camera(cam, crop_size: int):
     for root-relative points placed MESH_DISTANCE metres in front of it."""
     s, tx, ty = (float(c) for c in cam)
     f = 0.5 * crop_size * s / PROJECTION_REF * MESH_DISTANCE
-    # Crop pixel k is centred at k (pipeline convention), the renderer's at k + 0.5: shift by 0.5.
-    K = np.array([[f, 0, 0.5 * crop_size * (1 + tx) + 0.5],
-                  [0, f, 0.5 * crop_size * (1 + ty) + 0.5], [0, 0, 1]])
-    return K, MESH_DISTANCE
+    K = np.array([[f, 0, 0.5 * crop_size * (1 + tx)], [0, f, 0.5 * crop_size * (1 + ty)], [0, 0, 1]])
+    return render.pixel_centre_intrinsics(K), MESH_DISTANCE
 
 
 def render_mesh_overlay(image, vertices, faces, cam, alpha: float = 0.7):

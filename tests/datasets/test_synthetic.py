@@ -101,3 +101,37 @@ def test_rejects_bad_arguments(tmp_path):
         synthetic.generate(str(tmp_path), 0)
     with pytest.raises(ValueError, match="right-hand"):
         synthetic.generate(str(tmp_path), 1, model=mano_jax.procedural_model("left"))
+
+
+def test_freihand_viewpoints_keep_the_long_axis_near_the_image_plane():
+    """The "freihand" viewpoints send the hand's long axis to d with elevation |e| <= 70 deg and
+    in-plane angles spread around "fingers up" (-y); "uniform" rotations do not favour up."""
+    from scipy.spatial.transform import Rotation
+
+    model = mano_jax.procedural_model()
+    frame = synthetic.hand_frame(model)
+    np.testing.assert_allclose(frame.T @ frame, np.eye(3), atol=1e-12)
+    rng = np.random.default_rng(0)
+    axes = np.stack([Rotation.from_rotvec(synthetic.sample_global_rotation(rng, frame)).apply(
+        frame[:, 0]) for _ in range(2000)])
+    elevation = np.degrees(np.arcsin(np.abs(axes[:, 2])))
+    assert elevation.max() <= 70.0 + 1e-6
+    assert np.mean(-axes[:, 1] > 0) > 0.85  # fingers up (-y): P(|a| < 90 deg) = 0.93
+    uniform = np.stack([Rotation.from_rotvec(synthetic.sample_global_rotation(
+        rng, frame, "uniform")).apply(frame[:, 0]) for _ in range(2000)])
+    assert abs(np.mean(-uniform[:, 1] > 0) - 0.5) < 0.05
+    with pytest.raises(ValueError, match="viewpoints"):
+        synthetic.sample_global_rotation(rng, frame, "sideways")
+
+
+def test_skin_layout_marks_palm_back_and_five_nails():
+    """The palm / back split and the nails, from any MANO-format template: each side covers a
+    good part of the hand, and each of the five fingertips has nail vertices on its back."""
+    model = mano_jax.procedural_model()
+    palm, nail = synthetic.skin_layout(model)
+    assert (palm > 0.3).mean() > 0.25 and (palm < -0.3).mean() > 0.25
+    assert np.all(palm[nail] < -0.3)
+    verts = np.asarray(model.v_template)
+    for tip in mano_jax.TIP_PRESETS["freihand"]["right"]:
+        near = np.linalg.norm(verts - verts[tip], axis=1) < synthetic.NAIL_RADIUS
+        assert np.any(nail & near), tip

@@ -9,6 +9,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.spatial.transform import Rotation
 import pytest
 
 import mano_jax
@@ -17,7 +18,7 @@ from hiu_jax import losses, models, render
 N, M, S = 64, 32, 32  # crop, heat-map and mask-logit sizes
 STACKS, ITERS = 2, 3
 SUPERVISED = ("heatmaps", "mask", "pof", "joints_2d", "joints_3d", "vertices", "mano_pose",
-              "mano_betas")
+              "global_rotation", "mano_betas")
 SELF_SUPERVISED = ("silhouette", "joints_consistency", "pof_consistency")
 PRIORS = ("shape_prior", "pose_prior")
 FLAGS = ("has_intrinsics", "has_mask", "has_2d", "has_3d", "has_mesh", "has_mano")
@@ -88,8 +89,17 @@ def outputs_equal_to(batch, hands_mean):
         "vertices": batch["vertices"],
         "vertices_2d": np.zeros((len(pose), 778, 2), np.float32),
         "mano_pose": pose,
+        "mano_rotmats": full_rotmats(pose, hands_mean),
         "mano_betas": batch["mano_betas"],
     }
+
+
+def full_rotmats(deviation_pose, hands_mean):
+    """(B, 48) deviations from hands_mean -> (B, 16, 3, 3) full local rotations (scipy)."""
+    full = np.asarray(deviation_pose, np.float64).copy()
+    full[:, 3:] += np.asarray(hands_mean, np.float64)
+    return Rotation.from_rotvec(full.reshape(-1, 3)).as_matrix().reshape(
+        len(full), 16, 3, 3).astype(np.float32)
 
 
 def perturbed(outputs, rng):
@@ -170,7 +180,7 @@ def test_level_weights_must_match_the_outputs(mano):
     # Per-level weights are applied: the last stack only, doubled.
     hm = [batch["heatmaps"], batch["heatmaps"] + 0.5]
     v = term_values("heatmaps", dict(outputs, heatmaps=hm), batch, mano, stack_weights=(0.0, 2.0))
-    expected = 2.0 * 0.25 * batch["keypoint_visibility"].mean(-1)
+    expected = 2.0 * 0.25 * np.ones(2)  # the mean over each sample's visible joints
     np.testing.assert_allclose(v, expected, rtol=1e-6)
 
 
@@ -243,6 +253,8 @@ def test_supervised_terms_are_zero_at_the_targets_and_positive_elsewhere(mano):
         at_target = term_values(name, outputs, batch, mano)
         if name == "mask":  # softplus(-30) per pixel, two stacks (sigmoid(30) is 1.0 in float32)
             assert np.all(at_target >= 0) and np.all(at_target <= 2 * BCE_30 * (1 + 1e-5))
+        elif name in ("mano_pose", "global_rotation"):  # float32 rotations: ~1e-7 per entry
+            assert np.all(at_target <= 1e-12), name
         else:
             assert np.all(at_target == 0.0), name
         assert np.all(term_values(name, moved, batch, mano) > 1e-6), name
@@ -264,8 +276,36 @@ def test_mano_pose_target_convention(mano):
                                        mano.hands_mean)
     np.testing.assert_allclose(got, dev, atol=1e-6)
     with pytest.raises(ValueError, match="needs the MANO model"):
-        losses.mano_pose_mse({"mano_pose": dev}, {"mano_pose": dev}, losses.term_config(
-            losses.loss_config()))
+        losses.mano_pose_rotmat({"mano_rotmats": full_rotmats(dev, mano.hands_mean)},
+                                {"mano_pose": dev}, losses.term_config(losses.loss_config()))
+
+
+def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano):
+    """The rotation-matrix pose loss: 0 at the label, 8 sin^2(angle / 2) per joint for a
+    rotation of `angle` away, and the same for two axis-angle labels of one rotation (theta and
+    theta - 2 pi along the same axis)."""
+    rng = np.random.default_rng(7)
+    dev = rng.standard_normal((2, 48)).astype(np.float32) * 0.5
+    pred = {"mano_rotmats": jnp.asarray(full_rotmats(dev, mano.hands_mean))}
+    cfg = losses.term_config(losses.loss_config(), mano)
+    flat = jnp.zeros((2,))
+    at_label = losses.mano_pose_rotmat(pred, {"mano_pose": jnp.asarray(dev),
+                                              "mano_flat_hand_mean": flat}, cfg)
+    np.testing.assert_allclose(at_label, 0.0, atol=1e-5)
+    # The same global rotations written the other way round the circle.
+    g = dev[:, :3].astype(np.float64)
+    angle = np.linalg.norm(g, axis=-1, keepdims=True)
+    wrapped = dev.copy()
+    wrapped[:, :3] = g * (1.0 - 2.0 * np.pi / angle)
+    again = losses.mano_pose_rotmat(pred, {"mano_pose": jnp.asarray(wrapped),
+                                           "mano_flat_hand_mean": flat}, cfg)
+    np.testing.assert_allclose(again, 0.0, atol=1e-5)
+    # A global rotation 0.3 rad away on one joint of 16: 8 sin^2(0.15) / 16.
+    turned = dev.copy()
+    turned[:, :3] = (Rotation.from_rotvec(g) * Rotation.from_rotvec([[0.0, 0.3, 0.0]] * 2)).as_rotvec()
+    value = losses.mano_pose_rotmat(pred, {"mano_pose": jnp.asarray(turned),
+                                           "mano_flat_hand_mean": flat}, cfg)
+    np.testing.assert_allclose(value, 8 * np.sin(0.15) ** 2 / 16, rtol=1e-4)
     with pytest.raises(ValueError, match="rot6d"):
         losses.pose_prior({"mano_pose": jnp.zeros((2, 0))}, {}, losses.loss_config())
 
@@ -382,6 +422,7 @@ def consistent(mano):
         "joints_2d": joints_2d, "joints_3d": joints, "vertices": verts,
         "vertices_2d": vertices_2d, "joints_2d_iters": [joints_2d] * ITERS,
         "joints_3d_iters": [joints] * ITERS, "mano_pose": jnp.asarray(pose),
+        "mano_rotmats": jnp.asarray(full_rotmats(pose, mano.hands_mean)),
         "mano_betas": jnp.asarray(betas),
     }
     batch = {"image": np.zeros((b, N, N, 3), np.float32), "valid": np.ones(b, np.float32)}
@@ -527,3 +568,42 @@ def test_weak_perspective_fit_recovers_the_camera_and_zeroes_the_camera_term():
     # A single visible joint cannot pin the scale: no target, value 0.
     _, valid1 = losses.weak_perspective_fit(joints, uv, jnp.zeros((b, 21)).at[:, 3].set(1.0), crop)
     assert not bool(jnp.any(valid1))
+
+
+def test_heatmap_keypoints_are_zero_on_gaussians_at_the_labels(mano):
+    """Peak-1 Gaussians (sigma 2 heat px) centred on the labels: the soft-argmax (T = 0.04, a
+    softmax std of 0.4 heat px, so the pixel grid biases it) is within half a heat-map pixel of
+    each label, so the smooth-L1 term is at most 2 (0.5 / M - beta / 2); keypoints moved by 8
+    crop px cost more than that bound."""
+    rng = np.random.default_rng(5)
+    b, n, m = 2, 64, 16
+    kp = rng.uniform(12, 52, (b, 21, 2)).astype(np.float32)
+    mu = losses.crop_to_heatmap(kp, n, m)
+    g = np.arange(m, dtype=np.float32)
+    heat = np.exp(-((g[None, None, :, None] - mu[:, None, None, :, 0]) ** 2
+                    + (g[None, :, None, None] - mu[:, None, None, :, 1]) ** 2) / 8.0)
+    batch = {"keypoints_2d": kp, "keypoint_visibility": np.ones((b, 21), np.float32),
+             "image": np.zeros((b, n, n, 3), np.float32)}
+    cfg = losses.term_config(losses.loss_config(), mano)
+    bound = 2 * (0.5 / m - cfg.smooth_l1_beta / 2)
+    at = np.asarray(losses.heatmap_keypoints({"heatmaps": [jnp.asarray(heat)]}, batch, cfg))
+    assert np.all(at <= bound)
+    moved = dict(batch, keypoints_2d=kp + 8.0)
+    assert np.all(np.asarray(losses.heatmap_keypoints({"heatmaps": [jnp.asarray(heat)]}, moved,
+                                                      cfg)) > bound)
+
+
+def test_ramp_factor_and_its_validation():
+    cfg = losses.loss_config()
+    assert losses.ramp_factor(cfg, 10) == 1.0  # (0, 0): no ramp
+    cfg.ramp_steps = (100, 300)
+    np.testing.assert_allclose([losses.ramp_factor(cfg, s) for s in (0, 100, 200, 300, 900)],
+                               [0.0, 0.0, 0.5, 1.0, 1.0])
+    assert losses.ramp_factor(cfg, None) == 1.0
+    cfg.ramp_steps = (300, 100)
+    with pytest.raises(ValueError, match="ramp_steps"):
+        losses.validate_loss_config(cfg)
+    cfg.ramp_steps = (0, 0)
+    cfg.ramp_terms = ("no_such_term",)
+    with pytest.raises(ValueError, match="no_such_term"):
+        losses.validate_loss_config(cfg)

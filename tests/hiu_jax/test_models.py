@@ -22,13 +22,15 @@ def tiny_setup():
 def expected_shapes(cfg, batch):
     m = cfg.model
     hm, crop = m.heatmap_size, cfg.crop_size
-    theta = max(stop for _, stop in models.theta_layout(m.pose_parameterisation, m.pca_components).values())
+    layout = models.theta_layout(m.pose_parameterisation, m.pca_components, m.global_rotation)
+    theta = max(stop for _, stop in layout.values())
     per_stack = {"heatmaps": (batch, hm, hm, 21), "mask_logits": (batch, m.mask_size, m.mask_size, 1),
                  "pof": (batch, hm, hm, 60)}
     per_iter = {"theta": (batch, theta), "cam": (batch, 3), "joints_3d_iters": (batch, 21, 3),
                 "joints_2d_iters": (batch, 21, 2)}
     finals = {"vertices": (batch, 778, 3), "joints_3d": (batch, 21, 3), "joints_2d": (batch, 21, 2),
-              "vertices_2d": (batch, 778, 2), "mano_pose": (batch, 48), "mano_betas": (batch, 10)}
+              "vertices_2d": (batch, 778, 2), "mano_pose": (batch, 48), "mano_betas": (batch, 10),
+              "mano_rotmats": (batch, 16, 3, 3), "keypoints_hm": (batch, 21, 2)}
     assert crop > 0
     return per_stack, per_iter, finals
 
@@ -88,7 +90,7 @@ def test_pose_parameterisations(parameterisation):
     net = models.build_model(cfg.model)
     x = jnp.zeros((1, cfg.crop_size, cfg.crop_size, 3))
     out = jax.eval_shape(lambda: net.init_with_output(jax.random.key(0), x, train=False)[0])
-    size = 3 + (3 + 12 + 10 if parameterisation == "pca" else 6 + 90 + 10)
+    size = 3 + (6 + 12 + 10 if parameterisation == "pca" else 6 + 90 + 10)  # 6D global rotation
     assert out["theta"][0].shape == (1, size)
     assert out["vertices"].shape == (1, 778, 3)
 
@@ -131,3 +133,19 @@ def test_rejects_bad_input(tiny_setup):
         net.apply(variables, jnp.zeros((2, 64, 64)), train=False)
     with pytest.raises(ValueError, match="pose_parameterisation"):
         models.theta_layout("quaternion")
+
+
+def test_camera_scale_stays_positive_and_the_anchor_is_the_hand_centre():
+    """s = init exp(clip(theta_s)) > 0 for any theta; theta = 0 projects the joints' centroid to
+    the crop centre, and the returned wrist-anchored camera reproduces that projection."""
+    layout = models.theta_layout("axis_angle", 12, "rot6d")
+    size = max(stop for _, stop in layout.values())
+    rng = np.random.default_rng(0)
+    joints = jnp.asarray(rng.normal(0, 0.04, (3, 21, 3)), jnp.float32)
+    theta = jnp.zeros((3, size)).at[:, 0].set(jnp.array([-1e6, 0.0, 1e6]))
+    cam = models.camera_from_theta(theta, layout, 1.2, joints)
+    s = np.asarray(cam[:, 0])
+    assert np.all(s > 0) and np.all(np.isfinite(s))
+    np.testing.assert_allclose(s[1], 1.2)
+    uv = models.project_weak_perspective_crop(joints, cam, 96)
+    np.testing.assert_allclose(np.asarray(uv).mean(axis=1), 48.0, atol=1e-3)

@@ -375,3 +375,21 @@ def test_input_validation():
         render.soft_silhouette(tri[..., :2], faces, H, W, face_mask=np.ones(2))
     with pytest.raises(ValueError, match="scale"):
         render.project_weak_perspective(tri, np.ones(2), np.zeros((1, 2)))
+
+
+def test_pixel_centre_intrinsics_put_labels_on_the_pixels_that_show_them():
+    """A square whose left edge projects (datasets' convention, pixel c centred at u = c) to
+    u = 10.25: rendered with pixel_centre_intrinsics(K), column 10 (centre 10 < 10.25) is
+    uncovered and column 11 covered; with K itself the renderer would cover column 10 too."""
+    f, c, z = 100.0, 16.0, 1.0
+    K = np.array([[f, 0, c], [0, f, c], [0, 0, 1.0]])
+    x0 = (10.25 - c) * z / f
+    square = np.array([[x0, -0.2, z], [0.3, -0.2, z], [0.3, 0.2, z], [x0, 0.2, z]], np.float32)
+    faces = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
+    def covered_columns(intrinsics):
+        r = render.rasterize(jnp.asarray(square[None]), faces,
+                             jnp.asarray(intrinsics[None], jnp.float32), 32, 32)
+        return np.flatnonzero(np.asarray(r.face_index[0, 16]) >= 0)
+    assert covered_columns(render.pixel_centre_intrinsics(K))[0] == 11
+    assert covered_columns(K)[0] == 10
+    np.testing.assert_array_equal(render.pixel_centre_intrinsics(K)[:2, 2], [c + 0.5, c + 0.5])

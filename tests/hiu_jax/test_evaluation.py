@@ -1,0 +1,100 @@
+"""The validation scorer's diagnostics: the mean-hand baseline, rotation, size and camera."""
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+import mano_jax
+from hiu_jax import evaluation, losses, models
+
+
+@pytest.fixture(scope="module")
+def mano():
+    return mano_jax.procedural_model()
+
+
+def predictions(mano, n=6, crop=64, seed=0):
+    """Per-sample predictions equal to labels made from the mean hand under random global
+    rotations (so the constant baseline is exact up to rotation) and a known camera."""
+    rng = np.random.default_rng(seed)
+    joints, verts = evaluation.mean_hand(mano)
+    rot = Rotation.random(n, random_state=seed)
+    gt_j = np.einsum("nij,vj->nvi", rot.as_matrix(), joints).astype(np.float32)
+    gt_v = np.einsum("nij,vj->nvi", rot.as_matrix(), verts).astype(np.float32)
+    cam = np.stack([rng.uniform(0.8, 1.5, n), rng.uniform(-0.2, 0.2, n),
+                    rng.uniform(-0.2, 0.2, n)], 1).astype(np.float32)
+    uv = np.asarray(models.project_weak_perspective_crop(gt_j, cam, crop))
+    ones = np.ones(n, np.float32)
+    pose = np.zeros((n, 48), np.float32)
+    pose[:, :3] = rot.as_rotvec()
+    return {
+        "joints_3d": gt_j, "vertices": gt_v, "joints_2d": uv, "keypoints_heatmap": uv + 1.0,
+        "cam": cam, "global_rotmat": rot.as_matrix().astype(np.float32),
+        "mano_betas": np.zeros((n, 10), np.float32), "mask_prob": np.ones((n, crop, crop)),
+        "gt_joints_3d": gt_j, "gt_vertices": gt_v, "gt_keypoints_2d": uv,
+        "gt_keypoint_visibility": np.ones((n, 21), np.float32),
+        "gt_mask": np.ones((n, crop, crop, 1), np.float32), "gt_mano_pose": pose,
+        **{f"gt_{f}": ones for f in ("has_3d", "has_mesh", "has_mask", "has_2d", "has_mano",
+                                      "valid")},
+    }
+
+
+def test_baseline_and_diagnostics_are_exact_on_mean_hand_labels(mano):
+    p = predictions(mano)
+    s = evaluation.score(p, mano)
+    # Labels are the mean hand rotated: Procrustes removes the rotation, so the constant
+    # baseline (and the prediction, equal to the labels) score 0 mm and F = 1 (float32 maths).
+    for prefix in ("", "baseline/"):
+        assert s[prefix + "pa_mpjpe_mm"] < 1e-3 and s[prefix + "pa_mpvpe_mm"] < 1e-3
+        assert s[prefix + "f5"] == 1.0 and s[prefix + "f15"] == 1.0
+    assert s["rot_error_deg"] < 0.05  # arccos near 1 in float32: ~0.03 deg
+    assert s["hand_size_mm"] == pytest.approx(s["label/hand_size_mm"], rel=1e-6)
+    assert s["kp2d_px"] < 1e-4
+    assert s["kp2d_heatmap_px"] == pytest.approx(np.sqrt(2.0), rel=1e-5)
+    assert s["cam_scale"] == pytest.approx(p["cam"][:, 0].mean(), rel=1e-6)
+    assert s["label/cam_scale"] == pytest.approx(p["cam"][:, 0].mean(), rel=1e-4)
+
+
+def test_baseline_is_the_constant_mean_hand(mano):
+    """Scoring the constant mean hand as a prediction gives the baseline's numbers."""
+    p = predictions(mano, seed=1)
+    rng = np.random.default_rng(2)
+    p["gt_joints_3d"] = p["gt_joints_3d"] + rng.normal(0, 0.01, p["gt_joints_3d"].shape).astype(np.float32)
+    p["gt_vertices"] = p["gt_vertices"] + rng.normal(0, 0.01, p["gt_vertices"].shape).astype(np.float32)
+    joints, verts = evaluation.mean_hand(mano)
+    p["joints_3d"] = np.broadcast_to(joints, p["joints_3d"].shape).copy()
+    p["vertices"] = np.broadcast_to(verts, p["vertices"].shape).copy()
+    s = evaluation.score(p, mano)
+    for key in ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5", "f15"):
+        assert s[key] == pytest.approx(s["baseline/" + key], rel=1e-6), key
+    assert s["pa_mpjpe_mm"] > 5.0  # 1 cm of noise per coordinate is far from 0
+
+
+def test_rotation_error_in_degrees():
+    r = Rotation.random(4, random_state=3)
+    turned = r * Rotation.from_rotvec([[0.0, 0.0, np.pi / 2]] * 4)
+    got = evaluation.geodesic_degrees(r.as_matrix(), turned.as_matrix())
+    np.testing.assert_allclose(got, 90.0, atol=1e-6)
+
+
+def test_mano_label_terms_need_the_licensed_model():
+    cfg = losses.loss_config()
+    with pytest.raises(ValueError, match=r"--config\.model\.mano_path"):
+        losses.check_label_hand_model(cfg, ["freihand"], "")
+    losses.check_label_hand_model(cfg, ["freihand"], "/data/MANO_RIGHT.pkl")  # given: fine
+    losses.check_label_hand_model(cfg, [], "")  # synthetic data of the procedural hand: fine
+    for term in losses.MANO_LABEL_TERMS:
+        cfg.terms[term] = 0.0
+    losses.check_label_hand_model(cfg, ["freihand"], "")  # those terms off: fine
+
+
+def test_validation_curves_png(tmp_path):
+    from hiu_jax import logs
+
+    rows = [{"step": 10, "loss": 3.0}]
+    assert not logs.plot_validation_curves(rows, str(tmp_path / "none.png"))
+    rows += [{"step": s, "eval/pa_mpjpe_mm": 20.0 - s / 100, "eval/baseline/pa_mpjpe_mm": 20.0,
+              "eval/mask_iou": 0.5 + s / 1000} for s in (100, 200)]
+    assert logs.plot_validation_curves(rows, str(tmp_path / "curves.png"))
+    from PIL import Image
+
+    assert Image.open(tmp_path / "curves.png").size[0] > 600
