@@ -40,7 +40,8 @@ averaged when the logits are smaller).
 Units and default weights (`loss_config`): 2D errors are in crop pixels divided by the crop size
 N; 3D errors are L1 in metres with weight 100 (a 1 cm error in each coordinate of every joint
 costs 3); heat maps are the pipeline's peak-1 Gaussians compared by MSE with weight 1000 (HAMR's
-heat-map weight); MANO pose in radians, shape coefficients unitless.
+heat-map weight); MANO pose as rotation matrices (squared Frobenius distance, no 2 pi wrap), shape
+coefficients unitless.
 
 Labels from another hand model: "vertices" and "joints_3d" are root-relative at joint 0 of each
 model, and "mano_pose"/"mano_betas" compare parameters; both only make sense when the dataset's
@@ -487,15 +488,6 @@ def vertices_l1(outputs, batch, cfg):
     pred, target = outputs["vertices"], batch["vertices"]
     _check_shape("vertices", pred, target)
     return jnp.mean(jnp.sum(jnp.abs(pred - target), -1), -1)
-
-
-def target_pose_deviation(pose, flat_hand_mean, hands_mean):
-    """The network's pose convention (deviation from hands_mean) of a label.
-
-    pose (B, 48) axis-angle; flat_hand_mean (B,) 1 = its 45 finger values are full rotations
-    (then hands_mean (45,) is subtracted), 0 = already deviations (FreiHAND). -> (B, 48)."""
-    mean48 = jnp.concatenate([jnp.zeros((3,), pose.dtype), jnp.asarray(hands_mean, pose.dtype)])
-    return pose - flat_hand_mean[:, None] * mean48
 
 
 def _pose_output(name, outputs):

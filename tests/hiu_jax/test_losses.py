@@ -268,13 +268,13 @@ def test_supervised_terms_are_zero_at_the_targets_and_positive_elsewhere(mano):
 
 
 def test_mano_pose_target_convention(mano):
-    """flat_hand_mean = 1 labels hold full finger rotations: the network's deviation is
-    pose - [0, hands_mean]; flat_hand_mean = 0 labels are deviations already."""
+    """flat_hand_mean = 1 labels hold full finger rotations, flat_hand_mean = 0 labels
+    deviations from hands_mean (FreiHAND): both give the same full rotation matrices."""
     dev = jnp.asarray(np.random.default_rng(4).standard_normal((2, 48)), jnp.float32)
     full = dev.at[:, 3:].add(mano.hands_mean)
-    got = losses.target_pose_deviation(jnp.stack([full[0], dev[1]]), jnp.array([1.0, 0.0]),
-                                       mano.hands_mean)
-    np.testing.assert_allclose(got, dev, atol=1e-6)
+    got = losses.target_rotmats(jnp.stack([full[0], dev[1]]), jnp.array([1.0, 0.0]),
+                                mano.hands_mean)
+    np.testing.assert_allclose(got, full_rotmats(dev, mano.hands_mean), atol=2e-6)  # float32
     with pytest.raises(ValueError, match="needs the MANO model"):
         losses.mano_pose_rotmat({"mano_rotmats": full_rotmats(dev, mano.hands_mean)},
                                 {"mano_pose": dev}, losses.term_config(losses.loss_config()))
