@@ -205,17 +205,6 @@ PALM_TINT = np.array([1.10, 1.02, 1.00])  # palms are lighter and pinker than ba
 NAIL_COLOUR = np.array([0.93, 0.78, 0.76])
 
 
-def vertex_normals(vertices, faces):
-    """Area-weighted unit vertex normals (V, 3) of a mesh (V, 3), faces (F, 3)."""
-    v = np.asarray(vertices, np.float64)
-    f = np.asarray(faces)
-    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    out = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(out, f[:, k], n)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
 def skin_layout(model, frame=None):
     """Where a hand's skin differs, from its template (works for any MANO-format model).
 
@@ -231,7 +220,8 @@ def skin_layout(model, frame=None):
     if model.side == "left":
         p = -p
     verts = np.asarray(model.v_template, np.float64)
-    palm = vertex_normals(verts, model.faces) @ p
+    normals = render.vertex_normals(jnp.asarray(verts[None], jnp.float32), model.faces)[0]
+    palm = np.asarray(normals, np.float64) @ p
     tips = verts[list(mano_jax.TIP_PRESETS["freihand"][model.side])]
     near_tip = np.min(np.linalg.norm(verts[:, None] - tips[None], axis=-1), axis=1) < NAIL_RADIUS
     return palm, near_tip & (palm < -0.3)

@@ -171,7 +171,7 @@ def score(p, mano_model=None) -> dict:
         out["cam_scale"] = float(p["cam"][has2d, 0].mean())
         fit_ok = has2d & (p["gt_has_3d"] > 0)
         if fit_ok.any():
-            crop = p["gt_mask"].shape[1] if "gt_mask" in p else None
+            crop = p["gt_mask"].shape[1]  # the crop's masks are at the crop's size
             fit, valid = losses.weak_perspective_fit(
                 jnp.asarray(p["gt_joints_3d"][fit_ok]), jnp.asarray(p["gt_keypoints_2d"][fit_ok]),
                 jnp.asarray(p["gt_keypoint_visibility"][fit_ok]), crop)
