@@ -13,7 +13,8 @@ from flax import jax_utils
 from tqdm import tqdm
 
 import mano_jax
-from hiu_jax import losses, metrics, skeleton, visualize
+from hiu_jax import losses, metrics, visualize
+from hiu_jax.geometry import cameras, skeleton
 from mano_jax import rotations
 
 # What is kept per sample: prediction name -> network output, and ground truth -> batch key.
@@ -31,7 +32,7 @@ def predict_fn(model):
         crop, m = images.shape[1], out["heatmaps"][-1].shape[1]
         return {"joints_3d": out["joints_3d"], "vertices": out["vertices"],
                 "joints_2d": out["joints_2d"], "cam": out["cam"][-1],
-                "keypoints_heatmap": skeleton.heatmap_to_crop(out["keypoints_hm"], crop, m),
+                "keypoints_heatmap": cameras.heatmap_to_crop(out["keypoints_hm"], crop, m),
                 "global_rotmat": out["mano_rotmats"][:, 0], "mano_betas": out["mano_betas"],
                 "mask_prob": jax.nn.sigmoid(out["mask_logits"][-1][..., 0])}
 

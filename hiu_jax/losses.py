@@ -30,11 +30,10 @@ do not divide it again. The metrics are already global (identical on every devic
 them unchanged). Under `jax.jit` with a sharded global batch pass axis_name=None: the batch is
 global, the plain formula is exact.
 
-Conventions (DESIGN.md, datasets/pipeline.py): crop pixels continuous with the pixel (row r,
-col c) CENTRED at (u, v) = (c, r); heat-map coordinates h = (p + 0.5) M / N - 0.5 for a crop of
-N and a heat map of M pixels (`crop_to_heatmap`); joints in FreiHAND order; 3D root-relative in
-metres; bones (parent, child) as `datasets.pipeline.BONES` (repeated here: hiu_jax must not import
-datasets). The supervised mask is compared at the logits' resolution (the crop mask is box
+Conventions (hiu_jax/geometry): crop pixels continuous with the pixel (row r, col c) CENTRED
+at (u, v) = (c, r); heat-map coordinates h = (p + 0.5) M / N - 0.5 for a crop of N and a heat map
+of M pixels (`crop_to_heatmap`); joints in FreiHAND order; 3D root-relative in metres; bones
+(parent, child) as `hiu_jax.geometry.skeleton.BONES`. The supervised mask is compared at the logits' resolution (the crop mask is box
 averaged when the logits are smaller).
 
 Units and default weights (`loss_config`): 2D errors are in crop pixels divided by the crop size
@@ -63,9 +62,10 @@ import numpy as np
 from hiu_jax import render
 from mano_jax import rotations
 from hiu_jax.models import PROJECTION_REF
-from hiu_jax.skeleton import (BONE_CHILDREN, BONE_PARENTS, BONES, NUM_BONES,  # noqa: F401
-                              NUM_KEYPOINTS, bone_directions, bone_regions, crop_to_heatmap,
-                              heatmap_to_crop, pooled_bone_vectors, soft_argmax)
+from hiu_jax.geometry.cameras import crop_to_heatmap, heatmap_to_crop
+from hiu_jax.geometry.skeleton import (BONE_CHILDREN, BONE_PARENTS, BONES, NUM_BONES,  # noqa: F401
+                                       NUM_KEYPOINTS)
+from hiu_jax.keypoint_maps import bone_directions, bone_regions, pooled_bone_vectors, soft_argmax
 
 KEYPOINT_LOSSES = ("l1", "smooth_l1")
 SILHOUETTE_LOSSES = ("l2", "bce")

@@ -37,7 +37,8 @@ import jax.numpy as jnp
 import ml_collections
 
 import mano_jax
-from hiu_jax import skeleton
+from hiu_jax import keypoint_maps
+from hiu_jax.geometry import skeleton
 from mano_jax import lbs, rotations
 
 PROJECTION_REF = 0.1  # metres; see the module docstring
@@ -343,12 +344,12 @@ class HIUNet(nn.Module):
         # Coarse to fine: the regressor also reads the 2D keypoints and the 3D bone directions
         # that the last stack found (stop-gradient: those heads learn from their own labels).
         heat = jax.lax.stop_gradient(outputs["heatmaps"][-1])
-        keypoints_hm = skeleton.soft_argmax(heat, cfg.get("keypoint_temperature", 0.04))
+        keypoints_hm = keypoint_maps.soft_argmax(heat, cfg.get("keypoint_temperature", 0.04))
         outputs["keypoints_hm"] = keypoints_hm
         if cfg.get("coarse_to_fine_inputs", False):
             m = cfg.heatmap_size
-            regions = skeleton.soft_bone_regions(keypoints_hm, m, 1.0)
-            bones = skeleton.pooled_bone_vectors(jax.lax.stop_gradient(outputs["pof"][-1]),
+            regions = keypoint_maps.soft_bone_regions(keypoints_hm, m, 1.0)
+            bones = keypoint_maps.pooled_bone_vectors(jax.lax.stop_gradient(outputs["pof"][-1]),
                                                  regions)
             keypoints_unit = 2.0 * (keypoints_hm + 0.5) / m - 1.0  # the crop spans [-1, 1]
             vector = jnp.concatenate([vector.astype(jnp.float32),
