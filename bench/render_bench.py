@@ -8,14 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from hiu_jax import render  # noqa: E402
 
 
