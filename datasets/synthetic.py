@@ -254,9 +254,8 @@ def light(rng):
 def _render_batch(model, rngs, size, procedural_poses, viewpoints, frame, layout=None):
     """Samples and renders one batch. Returns the images, masks and labels.
 
-    Labels use FreiHAND's pixel convention (pixel (row r, col c) centred at (u, v) = (c, r));
-    the renderer's centres are at (c + 0.5, r + 0.5), so it gets render.pixel_centre_intrinsics(K)
-    and every label lies exactly on the pixel that shows its surface point."""
+    Labels and the renderer share FreiHAND's pixel convention (pixel (row r, col c) centred at
+    (u, v) = (c, r)), so every label lies exactly on the pixel that shows its surface point."""
     params = [sample_hand_params(r, model, procedural_poses=procedural_poses,
                                  viewpoints=viewpoints, frame=frame) for r in rngs]
     pose = np.stack([p for p, _ in params])
@@ -272,7 +271,7 @@ def _render_batch(model, rngs, size, procedural_poses, viewpoints, frame, layout
     colours = np.stack([skin_colours(r, verts.shape[1], layout) for r in rngs])
     out = render.render(
         jnp.asarray(verts_cam, jnp.float32), model.faces,
-        jnp.asarray(render.pixel_centre_intrinsics(K), jnp.float32), size, size,
+        jnp.asarray(K, jnp.float32), size, size,
         jnp.asarray(colours, jnp.float32),
         light_dir=jnp.asarray(np.stack([l[0] for l in lights]), jnp.float32),
         ambient=jnp.asarray([l[1] for l in lights], jnp.float32),

@@ -263,12 +263,6 @@ def ramp_factor(loss_cfg, step):
 # Geometry helpers (pipeline conventions)
 
 
-def crop_to_render_pixels(p, crop_size: int, size: int):
-    """Crop pixel coordinates -> coordinates of `hiu_jax.render` on a size x size image covering
-    the crop, whose pixel k has its centre at k + 0.5: u = (p + 0.5) size / N."""
-    return (p + 0.5) * (size / crop_size)
-
-
 def crop_size_of(batch) -> int:
     """The crop size N (static), from batch["image"] (B, N, N, 3)."""
     return int(batch["image"].shape[-3])
@@ -571,7 +565,8 @@ def silhouette_consistency(outputs, batch, cfg):
     model = _needs_mano("silhouette", cfg)
     logits = outputs["mask_logits"][-1]
     size = int(cfg.get("silhouette_size", 0)) or logits.shape[1]
-    uv = crop_to_render_pixels(outputs["vertices_2d"], crop_size_of(batch), size)
+    # The S x S grid spans the crop as a heat map does (pixel areas aligned): crop_to_heatmap.
+    uv = crop_to_heatmap(outputs["vertices_2d"], crop_size_of(batch), size)
     sil = render.soft_silhouette(uv, model.faces, size, size, cfg.silhouette_sigma)
     target = jax.lax.stop_gradient(area_downsample(jax.nn.sigmoid(logits), size)[..., 0])
     if cfg.silhouette_loss == "l2":

@@ -49,7 +49,7 @@ def weak_perspective_camera(cam, crop_size: int):
     s, tx, ty = (float(c) for c in cam)
     f = 0.5 * crop_size * s / PROJECTION_REF * MESH_DISTANCE
     K = np.array([[f, 0, 0.5 * crop_size * (1 + tx)], [0, f, 0.5 * crop_size * (1 + ty)], [0, 0, 1]])
-    return render.pixel_centre_intrinsics(K), MESH_DISTANCE
+    return K, MESH_DISTANCE
 
 
 def render_mesh_overlay(image, vertices, faces, cam, alpha: float = 0.7):

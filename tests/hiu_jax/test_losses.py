@@ -198,9 +198,6 @@ def test_pipeline_conventions():
     p = np.array([-0.5, N - 0.5, 0.5, 33.5])
     np.testing.assert_allclose(losses.crop_to_heatmap(p, N, M), [-0.5, M - 0.5, 0.0, 16.5])
     np.testing.assert_allclose(losses.heatmap_to_crop(losses.crop_to_heatmap(p, N, M), N, M), p)
-    # The renderer's pixel k is centred at k + 0.5: crop pixel centre c -> c + 0.5 at S = N.
-    np.testing.assert_allclose(losses.crop_to_render_pixels(p, N, N), p + 0.5)
-    np.testing.assert_allclose(losses.crop_to_render_pixels(p, N, S), [0.0, S, 0.5, 17.0])
 
 
 def test_bone_regions_match_brute_force():
@@ -409,7 +406,7 @@ def consistent(mano):
         yy[None, :, :, None] - mu[:, None, None, :, 1]) ** 2
     heat = jnp.asarray(1.0 - T * d2 / 2.0)  # softmax(heat / T): a Gaussian of std 1 px at mu
 
-    uv = losses.crop_to_render_pixels(vertices_2d, N, S)
+    uv = losses.crop_to_heatmap(vertices_2d, N, S)
     sil = render.soft_silhouette(uv, mano.faces, S, S, cfg.silhouette_sigma)
     logits = (jnp.log(sil) - jnp.log1p(-sil))[..., None]  # +-inf where sil is exactly 1 or 0
 
