@@ -61,7 +61,7 @@ import numpy as np
 
 from hiu_jax import render
 from mano_jax import rotations
-from hiu_jax.models import PROJECTION_REF
+from hiu_jax.geometry.cameras import PROJECTION_REF
 from hiu_jax.geometry.cameras import crop_to_heatmap, heatmap_to_crop
 from hiu_jax.geometry.skeleton import (BONE_CHILDREN, BONE_PARENTS, BONES, NUM_BONES,  # noqa: F401
                                        NUM_KEYPOINTS)
@@ -427,7 +427,7 @@ def keypoints_2d_l1(outputs, batch, cfg):
 
 def weak_perspective_fit(joints_3d, keypoints_2d, visibility, crop_size: int):
     """The least-squares weak-perspective camera of the labels: (B, 3) = (s, tx, ty) minimising
-    sum_j vis_j |project_weak_perspective_crop(X_j) - uv_j|^2 (models.py's convention), with
+    sum_j vis_j |crop_camera_projection(X_j) - uv_j|^2 (models.py's convention), with
     X root-relative metres (B, 21, 3) and uv crop pixels (B, 21, 2). Closed form: with
     a = N / 2, b = a / PROJECTION_REF and visibility-weighted means, s = cov(X_xy, uv) /
     (b var(X_xy)) and t = (mean(uv) - a - b s mean(X_xy)) / a. Also returns a (B,) validity

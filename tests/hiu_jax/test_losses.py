@@ -14,6 +14,7 @@ import pytest
 
 import mano_jax
 from hiu_jax import losses, models, render
+from hiu_jax.geometry import cameras
 
 N, M, S = 64, 32, 32  # crop, heat-map and mask-logit sizes
 STACKS, ITERS = 2, 3
@@ -391,11 +392,11 @@ def consistent(mano):
     # Camera: the joints' box spans 36 crop px, centred: heat-map coords within [6, 25].
     xy = np.asarray(joints[..., :2])
     span = (xy.max(1) - xy.min(1)).max(-1)
-    s = 36.0 / (0.5 * N) * models.PROJECTION_REF / span
-    t = -s * 0.5 * (xy.max(1) + xy.min(1)) / models.PROJECTION_REF - 1.0 / N
+    s = 36.0 / (0.5 * N) * cameras.PROJECTION_REF / span
+    t = -s * 0.5 * (xy.max(1) + xy.min(1)) / cameras.PROJECTION_REF - 1.0 / N
     cam = jnp.asarray(np.concatenate([s[:, None], t], -1), jnp.float32)
-    joints_2d = models.project_weak_perspective_crop(joints, cam, N)
-    vertices_2d = models.project_weak_perspective_crop(verts, cam, N)
+    joints_2d = cameras.crop_camera_projection(joints, cam, N)
+    vertices_2d = cameras.crop_camera_projection(verts, cam, N)
 
     cfg = losses.loss_config()
     T = cfg.softargmax_temperature
@@ -547,7 +548,7 @@ def test_weak_perspective_fit_recovers_the_camera_and_zeroes_the_camera_term():
     joints = jnp.asarray(rng.normal(0, 0.04, (b, 21, 3)), jnp.float32)
     joints = joints - joints[:, :1]
     cam = jnp.asarray([[0.8, 0.05, -0.1], [1.2, -0.2, 0.0], [0.5, 0.0, 0.3]], jnp.float32)
-    uv = models.project_weak_perspective_crop(joints, cam, crop)
+    uv = cameras.crop_camera_projection(joints, cam, crop)
     vis = jnp.ones((b, 21)).at[1, :10].set(0.0)
     fit, valid = losses.weak_perspective_fit(joints, uv, vis, crop)
     np.testing.assert_allclose(np.asarray(fit), np.asarray(cam), rtol=1e-5, atol=1e-5)
