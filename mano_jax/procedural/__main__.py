@@ -1,4 +1,4 @@
-"""`python -m mano_jax.procedural OUT.pkl`: writes the procedural hand in the official file format."""
+"""`python -m mano_jax.procedural OUT.pkl`: writes the procedural hand in the official format."""
 from __future__ import annotations
 
 import argparse

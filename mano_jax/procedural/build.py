@@ -12,7 +12,8 @@ import numpy as np
 from mano_jax.model import MANO_PARENTS, NUM_FACES, NUM_JOINTS, NUM_VERTICES, model_from_arrays
 from mano_jax.procedural.correctives import pose_correctives
 from mano_jax.procedural.poses import pose_pca, sample_poses
-from mano_jax.procedural.rig import joint_regressor, joint_targets, shape_directions, skinning_weights
+from mano_jax.procedural.rig import (joint_regressor, joint_targets, shape_directions,
+                                     skinning_weights)
 from mano_jax.procedural.topology import build_topology, orient_outward
 
 TIP_IDS = {  # new id of a fingertip's apex, and of its nearest ring vertices (other presets)
@@ -117,6 +118,6 @@ def _cached_arrays(side):
 
 
 def procedural_model(side: str = "right"):
-    """The open procedural hand as a `MANOModel` (cached; built in a few seconds, once per process)."""
+    """The open procedural hand as a `MANOModel` (built in a few seconds, once per process)."""
     arrays = _cached_arrays(side)
     return model_from_arrays(arrays, side, source=f"procedural {side} hand")

@@ -1,4 +1,4 @@
-"""Pose correctives of the procedural hand: linear blend skinning fitted to dual-quaternion skinning.
+"""The procedural hand's pose correctives: LBS fitted to dual-quaternion skinning.
 
 Linear blend skinning (LBS) collapses the skin at bent joints ("candy wrapper"); dual-quaternion
 skinning (DQS, Kavan et al. 2007) does not. MANO's pose correctives are offsets P vec(R - I) added
@@ -18,8 +18,9 @@ from mano_jax.model import MANO_PARENTS, NUM_JOINTS
 
 
 def dual_quaternion_skin(weights, transforms, points):
-    """Dual-quaternion skinning. weights (V, J), transforms (N, J, 3, 4), points (V, 3) -> (N, V, 3).
+    """Dual-quaternion skinning (Kavan et al. 2007).
 
+    weights (V, J), transforms (N, J, 3, 4), points (V, 3) -> skinned points (N, V, 3).
     Each joint's rigid transform [R | t] becomes a unit dual quaternion (q, 0.5 (0, t) q); each
     vertex blends them with its weights, signs aligned with its dominant joint's quaternion, and
     applies the normalised blend. Units are those of the points and translations (metres).

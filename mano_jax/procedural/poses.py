@@ -1,4 +1,4 @@
-"""Plausible poses of the procedural hand, its joint axes, and the pose PCA (hands_mean, components).
+"""Plausible poses of the procedural hand, its joint axes and the pose PCA (hands_mean, components).
 
 Poses are 45 axis-angle values (15 finger joints x 3, radians, MANO joint order 1..15) of full
 local rotations in the rest frame, i.e. flat_hand_mean=True.
