@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mano_jax import camera
 from mano_jax.lbs import JOINT_KINDS, JOINT_ORDERS, tip_vertex_ids
 from mano_jax.model import MANOModel
 
@@ -50,25 +51,10 @@ def check_weights(value, name, batch, model, minimum_visible=1):
 
 
 def check_intrinsics(K, batch, model):
-    """(3, 3) or (B, 3, 3) non-singular pinhole intrinsics with last row (0, 0, 1) -> (B, 3, 3)."""
-    K = as_float_array(K, "K", model)
-    if K.shape == (3, 3):
-        K = np.broadcast_to(K, (batch, 3, 3))
-    if K.shape != (batch, 3, 3):
-        raise ValueError(f"K must have shape (3, 3) or ({batch}, 3, 3), got {K.shape}")
-    k64 = K.astype(np.float64)
-    bad_row = ~np.all(np.abs(k64[:, 2] - [0.0, 0.0, 1.0]) <= 1e-6, axis=1)
-    if np.any(bad_row):
-        i = int(np.argmax(bad_row))
-        raise ValueError("K must be pinhole intrinsics [[fx, s, cx], [0, fy, cy], [0, 0, 1]]; "
-                         f"hand {i} has last row {k64[i, 2].tolist()}")
-    det = np.linalg.det(k64)
-    scale = np.abs(k64[:, :2, :2]).max(axis=(1, 2)) ** 2
-    singular = ~(np.abs(det) > 1e-9 * np.maximum(scale, 1e-30))
-    if np.any(singular):
-        i = int(np.argmax(singular))
-        raise ValueError(f"K is singular (det {det[i]:.3g}) for hand {i}: {k64[i].tolist()}")
-    return np.ascontiguousarray(K)
+    """(3, 3) or (B, 3, 3) pinhole intrinsics (mano_jax.camera.check_intrinsics) -> (B, 3, 3) of
+    the model's float dtype."""
+    K = camera.check_intrinsics(as_float_array(K, "K", model), batch=batch)
+    return np.ascontiguousarray(np.broadcast_to(K, (batch, 3, 3)))
 
 
 def check_options(model, flat_hand_mean, steps, learning_rate, joint_kind, tips, joint_order,

@@ -1,5 +1,5 @@
-"""Cameras: pinhole and weak-perspective projection, intrinsics checks, crop matrices and
-crop <-> heat-map coordinates.
+"""Cameras: pixel centres, pinhole and weak-perspective projection, intrinsics checks, crop
+matrices and crop <-> heat-map coordinates.
 
 Pixel convention (the project's only one; see hiu_jax/geometry/__init__.py): pixel (c, r) has
 its centre at (u, v) = (c, r). A crop of N pixels spans [-0.5, N - 0.5]; a heat map of M pixels
@@ -13,8 +13,17 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-PIXEL_CENTRE_OFFSET = 0.0  # pixel (c, r)'s centre minus (c, r): integers are pixel centres
+# The pinhole camera lives at the bottom, in mano_jax (its 2D fit needs it), and is re-exported.
+from mano_jax.camera import check_intrinsics, project_pinhole  # noqa: F401
+
 PROJECTION_REF = 0.1  # metres: the network camera's s = 1 maps 0.1 m to half the crop
+
+
+def pixel_centre(index, dtype, *, xp=jnp):
+    """The coordinate (u of a column, v of a row) of the centre of pixel `index`: the index
+    itself, as `dtype`. Pixel `index` covers [index - 0.5, index + 0.5]. The one place where
+    the convention is code: the rasterisers sample at these points."""
+    return xp.asarray(index).astype(dtype)
 
 
 def project_weak_perspective(points, scale, trans, *, xp=jnp):

@@ -7,14 +7,15 @@ Pixel convention (the project's one, FreiHAND's): pixel (column c, row r) has it
 coordinates (`camera.pixel_centre`), so intrinsics K and 2D labels in this convention are used as
 they are: a camera-frame point X is drawn in the pixel nearest (K @ X)[:2] / X_z.
 
-Other conventions (DESIGN.md): metres; OpenCV camera frame (x right, y down, z forward); images
+Other conventions (hiu_jax/geometry/__init__.py): metres; OpenCV camera frame (x right, y down, z forward); images
 NHWC float32 in [0, 1].
 
 Modules: `checks` (argument validation), `camera` (pixel centres, projections), `raster` (hard
 rasteriser: face table, tile plan, `rasterize`, `interpolate`), `shading` (`vertex_normals`,
 `render`), `silhouette` (`soft_silhouette` with its custom VJP).
 """
-from hiu_jax.render.camera import pixel_centre, project_perspective, project_weak_perspective
+from hiu_jax.geometry.cameras import pixel_centre
+from hiu_jax.render.camera import project_perspective, project_weak_perspective
 from hiu_jax.render.raster import DEFAULT_NEAR, Rasterized, interpolate, rasterize
 from hiu_jax.render.shading import DEFAULT_COLOR, render, vertex_normals
 from hiu_jax.render.silhouette import DEFAULT_SOFT_CUTOFF, soft_silhouette

@@ -1,24 +1,14 @@
-"""Where pixels are, and how points reach them: the pixel-centre convention (`pixel_centre`) and
-the two projections the renderer is fed with (pinhole `project_perspective`, weak-perspective
-`project_weak_perspective`). The convention itself is stated in the package docstring.
+"""The two projections the renderer is fed with, with the renderer's argument checks: pinhole
+`project_perspective` and weak-perspective `project_weak_perspective`. Their formulas, and the
+pixel-centre convention (`pixel_centre`), are hiu_jax.geometry.cameras'.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from hiu_jax.geometry import cameras
 from hiu_jax.render.checks import check_K, check_points
-
-
-def pixel_centre(index, dtype) -> jax.Array:
-    """The coordinate (u for a column, v for a row) of the centre of pixel `index`: the index
-    itself. Pixel `index` covers [index - 0.5, index + 0.5].
-
-    Args:
-      index: int array of pixel columns or rows.
-      dtype: float dtype of the result.
-    """
-    return jnp.asarray(index).astype(dtype)
 
 
 def project_perspective(points, K) -> jax.Array:
@@ -37,8 +27,7 @@ def project_perspective(points, K) -> jax.Array:
 
 def project(points, K):
     """`project_perspective` without the checks: (B, N, 3), (B, 3, 3) -> (B, N, 2)."""
-    uvw = jnp.einsum("bij,bnj->bni", K, points)
-    return uvw[..., :2] / points[..., 2:3]
+    return cameras.project_pinhole(K, points)
 
 
 def project_weak_perspective(points, scale, trans) -> jax.Array:
@@ -61,4 +50,4 @@ def project_weak_perspective(points, scale, trans) -> jax.Array:
         raise ValueError(f"scale must have shape ({batch},), got {scale.shape}")
     if trans.shape != (batch, 2):
         raise ValueError(f"trans must have shape ({batch}, 2), got {trans.shape}")
-    return scale[:, None, None] * points[..., :2] + trans[:, None, :]
+    return cameras.project_weak_perspective(points, scale, trans)

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mano_jax.camera import check_intrinsics
+
 
 def concrete(x):
     """`x` as a numpy array when its value is known now, or None when it is traced."""
@@ -47,20 +49,14 @@ def check_faces(faces, num_vertices: int) -> jax.Array:
 
 
 def check_K(K, batch: int, dtype) -> jax.Array:
-    """(3, 3) or (B, 3, 3) pinhole intrinsics (last row (0, 0, 1), positive focal lengths) ->
-    (B, 3, 3) of `dtype`."""
+    """(3, 3) or (B, 3, 3) pinhole intrinsics -> (B, 3, 3) of `dtype`. Their values are checked
+    by mano_jax.camera.check_intrinsics when known (not under jit)."""
     K = jnp.asarray(K)
     if K.shape not in ((3, 3), (batch, 3, 3)):
         raise ValueError(f"K must have shape (3, 3) or ({batch}, 3, 3), got {K.shape}")
     value = concrete(K)
     if value is not None:
-        value = value.reshape(-1, 3, 3)
-        if not np.all(np.isfinite(value)):
-            raise ValueError("K holds non-finite values")
-        if not np.all(value[:, 2] == np.array([0.0, 0.0, 1.0])):
-            raise ValueError(f"K's last row must be (0, 0, 1), got {value[:, 2].tolist()}")
-        if not (np.all(value[:, 0, 0] > 0) and np.all(value[:, 1, 1] > 0)):
-            raise ValueError("K's focal lengths K[0, 0] and K[1, 1] must be positive")
+        check_intrinsics(value, batch=batch)
     return jnp.broadcast_to(K.astype(dtype), (batch, 3, 3))
 
 

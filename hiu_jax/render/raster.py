@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hiu_jax.render.camera import pixel_centre, project
+from hiu_jax.geometry.cameras import pixel_centre
+from hiu_jax.render.camera import project
 from hiu_jax.render.checks import (check_faces, check_image_and_tiles, check_K, check_points,
                                    check_positive)
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hiu_jax.render.camera import pixel_centre
+from hiu_jax.geometry.cameras import pixel_centre
 from hiu_jax.render.checks import (check_faces, check_image_and_tiles, check_points,
                                    check_positive)
 from hiu_jax.render.raster import plan_steps, plan_tiles, tile_plan
