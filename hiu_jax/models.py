@@ -18,8 +18,8 @@ no wrap at pi) when `global_rotation` = "rot6d", the fingers as `pose_parameteri
 betas = beta_limit * tanh(theta_beta / beta_limit) keeps the shape within +-beta_limit standard
 deviations (0 = unbounded).
 
-Design decisions where the paper is silent are in DESIGN.md ("The network"). Every size is a
-config field; `configs/` holds the full (ResNet-50 body per stack) and tiny sizes.
+Design decisions where the paper is silent are listed in docs/architecture.md ("The network").
+Every size is a config field; `configs/` holds the full (ResNet-50 body per stack) and tiny sizes.
 
 Projection: the weak-perspective crop camera of hiu_jax.geometry.cameras.crop_camera_projection,
     uv = crop/2 * (1 + t + s * X_xy / PROJECTION_REF)
