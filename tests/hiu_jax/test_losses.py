@@ -607,3 +607,16 @@ def test_ramp_factor_and_its_validation():
     cfg.ramp_terms = ("no_such_term",)
     with pytest.raises(ValueError, match="no_such_term"):
         losses.validate_loss_config(cfg)
+
+
+def test_resolve_loss_config_fills_options_and_rejects_unknown_keys():
+    block = {"terms": {"joints_2d": 2.0}, "smooth_l1_beta": 0.02}
+    resolved = losses.resolve_loss_config(block)
+    assert resolved.smooth_l1_beta == 0.02 and dict(resolved.terms) == {"joints_2d": 2.0}
+    assert resolved.keypoint_loss == losses.loss_config().keypoint_loss
+    with pytest.raises(ValueError, match="unknown key 'keypoint_los'; valid keys: .*keypoint_loss"):
+        losses.resolve_loss_config(dict(block, keypoint_los="l1"))
+    cfg = losses.loss_config()
+    cfg.ramp_step = (0, 0)
+    with pytest.raises(ValueError, match="unknown key 'ramp_step'"):
+        losses.validate_loss_config(cfg)
