@@ -260,7 +260,7 @@ def check_label_hand_model(loss_cfg, mano_labelled_sources, mano_path) -> None:
     """Refuses to train MANO_LABEL_TERMS on labels of the licensed MANO model with another hand.
 
     mano_labelled_sources: the names of the training sources whose vertex / MANO labels come
-    from the licensed model (datasets.pipeline.MANO_LABELLED that the run mixes in); mano_path:
+    from the licensed model (datasets.registry.MANO_LABELLED that the run mixes in); mano_path:
     config.model.mano_path ('' = the procedural hand, whose vertex i is another surface point and
     whose pose and shape spaces are its own). Raises ValueError naming the flag to set.
     """

@@ -6,7 +6,7 @@ from datasets import pipeline, registry
 from tests.datasets.streams import CROP, config
 
 
-def test_builders_from_config(freihand):
+def test_make_dataset_from_config_builds_the_named_builders(freihand):
     """The config names the builders, data_dir and manual_dirs; an unknown name is an error."""
     _, _, root, data_dir = freihand
     cfg = config(data_dir=str(data_dir), manual_dirs={"freihand": str(root)})

@@ -188,7 +188,7 @@ def test_level_weights_must_match_the_outputs(mano):
 
 
 def test_pipeline_conventions():
-    # datasets.pipeline.BONES, written out: (parent, child) per finger, base to tip.
+    # hiu_jax.geometry.skeleton.BONES, written out: (parent, child) per finger, base to tip.
     bones = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10),
              (10, 11), (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18),
              (18, 19), (19, 20)]
