@@ -665,7 +665,7 @@ def run_model_mode(args) -> int:
 
     import jax
 
-    from datasets import pipeline
+    from datasets import registry as pipeline  # moved: datasets/registry.py
 
     dataset = args.dataset or config.data.eval_source
     split = args.split or config.data.eval_split

@@ -152,27 +152,6 @@ def prepare_synthetic_data(config) -> str:
     return directory
 
 
-def build_sources(config, names):
-    """Prepared tfds builders for `names` (process 0 builds first; others then read)."""
-    import jax
-    from jax.experimental import multihost_utils
-
-    from datasets import pipeline
-
-    def make(prepare):
-        return [pipeline.make_builder(
-            n, data_dir=config.pipeline.data_dir, manual_dir=config.pipeline.manual_dirs.get(n),
-            builder_config=config.pipeline.builder_configs.get(n), prepare=prepare) for n in names]
-
-    if jax.process_index() == 0:
-        builders = make(True)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("datasets built")
-        if jax.process_index() != 0:
-            builders = make(True)
-    return builders
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
     """Runs (or resumes) training. Returns the final metrics. Raises on unrecoverable errors."""
     import jax
@@ -181,7 +160,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     from flax import jax_utils
     from tqdm import tqdm
 
-    from datasets import pipeline
+    from datasets import pipeline, registry
     from hiu_jax import checkpoint, evaluation, losses, models, training
     from hiu_jax.logs import MetricWriter
 
@@ -194,7 +173,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     check_config(config)
     losses.check_label_hand_model(
         config.loss, [n for n in config.pipeline.mixture_weights.keys()
-                      if n in pipeline.MANO_LABELLED and config.pipeline.mixture_weights[n] > 0],
+                      if n in registry.MANO_LABELLED and config.pipeline.mixture_weights[n] > 0],
         config.model.mano_path)
     check_writable_dir(workdir, "work directory")
     check_writable_dir(os.path.join(workdir, "checkpoints"), "checkpoint directory")
@@ -204,9 +183,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
     prepare_synthetic_data(config)  # before config.json: it records the set's directories
     writer.write_config(config)
-    names = list(config.pipeline.mixture_weights.keys())
-    weights = [float(config.pipeline.mixture_weights[n]) for n in names]
-    sources = build_sources(config, names)
+    settings = pipeline.settings_from_config(config.pipeline)
+    sources = registry.build(settings.sources)  # process 0 builds first; other hosts wait
 
     model_pmap = models.build_model(config.model, bn_axis_name="batch" if config.parallel == "pmap"
                                     else None, half_precision=config.half_precision)
@@ -227,7 +205,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ckpts.close()
         return {}
 
-    batches = pipeline.make_dataset(sources, "train", weights=weights, config=config.pipeline,
+    batches = pipeline.make_dataset(sources, "train", weights=settings.sources.weights,
+                                    config=settings,
                                     global_batch_size=config.batch_size, train=True,
                                     seed=config.seed, start_batch=start_step)
     evaluator = evaluation.Evaluator(config, model_pmap.clone(bn_axis_name=None), mano_model)

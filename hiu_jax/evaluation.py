@@ -50,12 +50,12 @@ class Evaluator:
         self._builder = None
 
     def _batches(self):
-        from datasets import pipeline
+        from datasets import pipeline, registry
 
         if self._builder is None:
             c = self.config
             name = c.data.eval_source
-            self._builder = pipeline.make_builder(
+            self._builder = registry.make_builder(
                 name, data_dir=c.pipeline.data_dir, manual_dir=c.pipeline.manual_dirs.get(name),
                 builder_config=c.pipeline.builder_configs.get(name))
         return pipeline.make_dataset(self._builder, self.config.data.eval_split,

@@ -130,7 +130,9 @@ def registered_terms() -> dict:
 
 
 def loss_config() -> ml_collections.ConfigDict:
-    """The `loss` block of a config: term weights, level weights, switches and constants."""
+    """The library's `loss` block: every key it may hold, with its default (term weights, level
+    weights, switches and constants). Config files state their own values (configs/default.py);
+    resolve_loss_config fills what a block leaves out and validates it."""
     c = ml_collections.ConfigDict()
     # Term name -> weight; 0 switches a term off (it is then not computed).
     c.terms = ml_collections.ConfigDict(dict(
@@ -187,14 +189,38 @@ def _level_weights(values, count: int, what: str, per: str) -> Tuple[float, ...]
     return weights
 
 
+def resolve_loss_config(block) -> ml_collections.ConfigDict:
+    """A loss block (ConfigDict or mapping) with loss_config()'s default for every option it
+    leaves out, validated (validate_loss_config). Its `terms` are taken as they are: a term it
+    does not name is off."""
+    resolved = loss_config()
+    given = dict(block.items())
+    if "terms" not in given:
+        raise ValueError("loss config has no 'terms' block (name -> weight); see loss_config()")
+    _check_loss_keys(given)
+    resolved.terms = ml_collections.ConfigDict(dict(given.pop("terms").items()))
+    resolved.update(given)
+    validate_loss_config(resolved)
+    return resolved
+
+
+def _check_loss_keys(loss_cfg) -> None:
+    valid = tuple(loss_config().keys())
+    for key in loss_cfg.keys():
+        if key not in valid:
+            raise ValueError(f"loss config: unknown key {key!r}; valid keys: {', '.join(valid)}")
+
+
 def validate_loss_config(loss_cfg) -> dict:
     """Checks a loss block; returns {name: weight} of the active terms (weight != 0).
 
-    Raises ValueError naming the bad field: an unknown term (listing the registered names), a
-    weight that is not a finite number >= 0, an unknown option of a switch.
+    Raises ValueError naming the bad field: an unknown key (listing the valid ones), an unknown
+    term (listing the registered names), a weight that is not a finite number >= 0, an unknown
+    option of a switch.
     """
     if "terms" not in loss_cfg:
         raise ValueError("loss config has no 'terms' block (name -> weight); see loss_config()")
+    _check_loss_keys(loss_cfg)
     active = {}
     for name, weight in loss_cfg.terms.items():
         if name not in _REGISTRY:
@@ -234,7 +260,7 @@ def check_label_hand_model(loss_cfg, mano_labelled_sources, mano_path) -> None:
     """Refuses to train MANO_LABEL_TERMS on labels of the licensed MANO model with another hand.
 
     mano_labelled_sources: the names of the training sources whose vertex / MANO labels come
-    from the licensed model (datasets.pipeline.MANO_LABELLED that the run mixes in); mano_path:
+    from the licensed model (datasets.registry.MANO_LABELLED that the run mixes in); mano_path:
     config.model.mano_path ('' = the procedural hand, whose vertex i is another surface point and
     whose pose and shape spaces are its own). Raises ValueError naming the flag to set.
     """

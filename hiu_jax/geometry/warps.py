@@ -20,6 +20,10 @@ def warp_bilinear(image, A_inv, crop_size: int, *, xp=np):
       CONSTANT 0) up to float rounding.
     """
     h, w, c = image.shape[0], image.shape[1], image.shape[2]
+    if h is None or w is None:  # a TF tensor of dynamic size (tf.data): its run-time size
+        import tensorflow as tf
+
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
     g = xp.arange(crop_size, dtype=A_inv.dtype)
     sx = A_inv[0, 0] * g[None, :] + A_inv[0, 1] * g[:, None] + A_inv[0, 2]
     sy = A_inv[1, 0] * g[None, :] + A_inv[1, 1] * g[:, None] + A_inv[1, 2]

@@ -189,7 +189,7 @@ def test_level_weights_must_match_the_outputs(mano):
 
 
 def test_pipeline_conventions():
-    # datasets.pipeline.BONES, written out: (parent, child) per finger, base to tip.
+    # hiu_jax.geometry.skeleton.BONES, written out: (parent, child) per finger, base to tip.
     bones = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10),
              (10, 11), (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18),
              (18, 19), (19, 20)]
@@ -604,4 +604,17 @@ def test_ramp_factor_and_its_validation():
     cfg.ramp_steps = (0, 0)
     cfg.ramp_terms = ("no_such_term",)
     with pytest.raises(ValueError, match="no_such_term"):
+        losses.validate_loss_config(cfg)
+
+
+def test_resolve_loss_config_fills_options_and_rejects_unknown_keys():
+    block = {"terms": {"joints_2d": 2.0}, "smooth_l1_beta": 0.02}
+    resolved = losses.resolve_loss_config(block)
+    assert resolved.smooth_l1_beta == 0.02 and dict(resolved.terms) == {"joints_2d": 2.0}
+    assert resolved.keypoint_loss == losses.loss_config().keypoint_loss
+    with pytest.raises(ValueError, match="unknown key 'keypoint_los'; valid keys: .*keypoint_loss"):
+        losses.resolve_loss_config(dict(block, keypoint_los="l1"))
+    cfg = losses.loss_config()
+    cfg.ramp_step = (0, 0)
+    with pytest.raises(ValueError, match="unknown key 'ramp_step'"):
         losses.validate_loss_config(cfg)
