@@ -72,7 +72,7 @@ OUTPUT_SCHEMA = {
     "mirrored": ((), tf.float32, "1 where the pipeline mirrored the example (left hands, and "
                                  "train flips): x -> -x in the camera frame; else 0"),
     "sample_id": ((preprocess_lib.SAMPLE_ID_BYTES,), tf.uint8,
-                  "the builder's sample_id, UTF-8, zero-padded (decode_sample_ids)"),
+                  "the builder's sample_id, UTF-8, zero-padded (hiu_jax.evaluation.decode_sample_ids)"),
     "source": ((), tf.int32, "index of the example's source in make_dataset's list"),
     "valid": ((), tf.float32, "1 = real example, 0 = padding of the last eval batch"),
     **{flag: ((), tf.float32, "1 / 0, see preprocess") for flag in schema.FLAG_NAMES},
@@ -143,12 +143,6 @@ def output_shapes(config) -> dict:
         name: (tuple(dims.get(d, d) for d in shape), dtype)
         for name, (shape, dtype, _) in OUTPUT_SCHEMA.items()
     }
-
-
-def decode_sample_ids(codes) -> list:
-    """sample_id arrays (..., SAMPLE_ID_BYTES) uint8 -> a flat list of str (padding removed)."""
-    codes = np.asarray(codes, np.uint8).reshape(-1, preprocess_lib.SAMPLE_ID_BYTES)
-    return [bytes(c).rstrip(b"\0").decode("utf-8") for c in codes]
 
 
 # ----------------------------------------------------------------------------------------------

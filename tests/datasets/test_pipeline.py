@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from datasets import pipeline
+from hiu_jax import evaluation
 from hiu_jax.geometry import cameras, skeleton
 from tests.datasets import fakes
 from tests.datasets.streams import (CROP, HM, N_TRAIN, config, first, flat, reproject, source,
@@ -191,7 +192,7 @@ def test_sample_ids_and_mirror_flags_recover_the_dataset_labels(freihand):
     left = fakes.canonical_examples(n=3, hand_side=1, seed=4)
     left["hand_side"][0] = 0
     b = flat(first([builder, source(left)], config(), batch=N_TRAIN + 4, train=False))
-    ids = pipeline.decode_sample_ids(b["sample_id"])
+    ids = evaluation.decode_sample_ids(b["sample_id"])
     truth = {ex["sample_id"].decode(): ex for ex in fakes.read_split(builder, "train")}
     truth.update({sid: {"keypoints_3d": left["keypoints_3d"][i], "vertices": left["vertices"][i],
                         "hand_side": left["hand_side"][i]}
