@@ -168,7 +168,7 @@ def train_and_evaluate(config, workdir: str, source=None) -> dict:
     from tqdm import tqdm
 
     from datasets import pipeline, registry
-    from hiu_jax import checkpoint, evaluation, losses, models, training
+    from hiu_jax import checkpoint, evaluation, loss_registry, models, training
     from hiu_jax.logs import MetricWriter
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: never take accelerator memory
@@ -178,7 +178,7 @@ def train_and_evaluate(config, workdir: str, source=None) -> dict:
     if config.parallel not in ("pmap", "mesh"):
         raise ValueError(f"parallel must be 'pmap' or 'mesh', got {config.parallel!r}")
     check_config(config)
-    losses.check_label_hand_model(
+    loss_registry.check_label_hand_model(
         config.loss, [n for n in config.pipeline.mixture_weights.keys()
                       if n in registry.MANO_LABELLED and config.pipeline.mixture_weights[n] > 0],
         config.model.mano_path)

@@ -1,8 +1,11 @@
 """Throughput of the tf.data input pipeline (datasets/pipeline.py, preprocess.py): images/s
-through decode + crop + augmentation + targets + batching, total and per CPU core, on fake
-FreiHAND-layout 224x224 JPEGs built with the freihand builder. Prints figures only.
+through decode + crop + augmentation + targets + batching, total and per CPU core, on the
+main job's data (synthetic 224x224 hands from datasets.synthetic, built with the
+synthetic_hands builder) and with a config file's pipeline settings (default: the main job's,
+configs/default.py). Prints figures only.
 
-    python bench/input_bench.py [--images 500] [--batch 32] [--batches 40] [--stages]
+    python bench/input_bench.py [--images 512] [--batch 32] [--batches 40] [--stages]
+        [--config configs/default.py]
 
 Both backends are timed: config.xla=False (TF graph, ImageProjectiveTransformV3) and True
 (one XLA program per image size). Besides wall-clock images/s per usable core, it prints
@@ -18,12 +21,10 @@ import argparse
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import dataclasses  # noqa: E402
 
@@ -31,15 +32,10 @@ import tensorflow as tf  # noqa: E402
 import tensorflow.experimental.numpy as tnp  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from datasets import pipeline, preprocess  # noqa: E402
-from datasets.freihand import freihand_dataset_builder as fh  # noqa: E402
-from hiu_jax.geometry import warps  # noqa: E402
-from tests.datasets import fakes  # noqa: E402
-
-
-
-
 from bench.machine import cpu_model  # noqa: E402
+from datasets import pipeline, preprocess, registry, synthetic  # noqa: E402
+from hiu_jax import runs  # noqa: E402
+from hiu_jax.geometry import warps  # noqa: E402
 
 def cpu_seconds() -> float:
     """User + system CPU time of this process (all threads), seconds."""
@@ -105,8 +101,9 @@ def stage_datasets(builder, knobs, batch: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--config", default="configs/default.py",
+                        help="the config file whose pipeline block is timed")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batches", type=int, default=40)
@@ -119,19 +116,20 @@ def main():
           f"tf {tf.__version__}, tfds {tfds.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         raw, data = os.path.join(tmp, "raw"), os.path.join(tmp, "data")
-        os.makedirs(raw)
         t0 = time.perf_counter()
-        fakes.write_fake_freihand(raw, n_train=args.images, n_eval=1,
-                                  image_size=args.image_size)
-        builder = fakes.build(fh.Builder, raw, data)
-        print(f"wrote and built {args.images} fake {args.image_size}x{args.image_size} JPEGs "
-              f"in {time.perf_counter() - t0:.1f} s")
+        synthetic.generate(raw, args.images, 1, seed=0, progress=False)
+        builder = registry.make_builder("synthetic_hands", data_dir=data, manual_dir=raw)
+        print(f"generated and built {args.images} synthetic {synthetic.IMAGE_SIZE}x"
+              f"{synthetic.IMAGE_SIZE} hands in {time.perf_counter() - t0:.1f} s")
 
-        knobs = preprocess.Knobs()  # the library defaults
+        block = runs.load_config_file(args.config).pipeline
+        knobs = pipeline.settings_from_config(block).knobs
+        print(f"config {args.config}: ", end="")
         print(f"crop {knobs.crop_size}, heat maps {knobs.heatmap_size}, batch {args.batch}, "
               f"{args.warmup} warm-up + {args.batches} timed batches")
         for xla in (False, True):
-            it = pipeline.make_dataset(builder, "train", config={"xla": xla},
+            it = pipeline.make_dataset(builder, "train",
+                                       config={**block.to_dict(), "xla": xla},
                                        global_batch_size=args.batch, train=True, seed=0,
                                        local_device_count=1, process_count=1)
             rate, per_cpu_s = time_batches(it, args.warmup, args.batches, args.batch)

@@ -7,20 +7,13 @@ and renderer. Prints the device, the CPU model and the cores this process may us
 """
 import argparse
 import os
-import pathlib
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import jax  # noqa: E402
+import jax
 
-from datasets import synthetic  # noqa: E402
-
-
-
-
-from bench.machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model
+from datasets import synthetic
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

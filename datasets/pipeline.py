@@ -196,7 +196,7 @@ def _read_source(source, index: int, split: str, *, train: bool, seed: int,
 def _device_layout(global_batch_size, local_device_count, process_count, process_index):
     """(local_device_count, per_device_batch, process_index, process_count) from jax unless
     overridden. Raises ValueError naming the numbers if the batch does not divide."""
-    import jax  # the datasets package depends on jax anyway (DESIGN.md)
+    import jax  # the datasets package depends on jax anyway (through hiu_jax.geometry)
 
     if process_count is None:
         process_count = jax.process_count()

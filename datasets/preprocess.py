@@ -293,7 +293,7 @@ def _crop_and_targets(image, mask, ex: dict, draws: dict, knobs: Knobs, train: b
 
     pof_valid = has_3d & flags["has_intrinsics"]
     safe_xyz = tf.where(pof_valid, xyz, tf.ones_like(xyz))  # no division by z = 0
-    joints_hm = cameras.crop_to_heatmap(schema.project_pinhole(K_out, safe_xyz, xp=tnp), N, Mh)
+    joints_hm = cameras.crop_to_heatmap(cameras.project_pinhole(K_out, safe_xyz, xp=tnp), N, Mh)
     pof, pof_weight = targets.part_orientation_fields(joints_hm, xyz, pof_valid, Mh,
                                                       knobs.pof_width)
 

@@ -23,7 +23,7 @@ BUILDER_MODULES = {
 }
 # Builders whose vertex and MANO-parameter labels were made with the licensed MANO model: a
 # network training those terms on them needs that model (config.model.mano_path); see
-# hiu_jax.losses.check_label_hand_model.
+# hiu_jax.loss_registry.check_label_hand_model.
 MANO_LABELLED = ("freihand", "ho3d")
 
 
@@ -105,7 +105,7 @@ def build(sources: Sources, names: Optional[Sequence[str]] = None) -> list:
     """Prepared tfds builders for `names` (default: sources.names), with sources' data_dir,
     manual_dirs and builder_configs, on every host of a run: process 0 builds first (it may
     write the tfrecords); the others wait for it, then open them."""
-    import jax  # the datasets package depends on jax anyway (DESIGN.md)
+    import jax  # the datasets package depends on jax anyway (through hiu_jax.geometry)
     from jax.experimental import multihost_utils
 
     names = sources.names if names is None else list(names)

@@ -4,7 +4,7 @@ Every builder yields dicts made by `make_example`, so every dataset has the same
 dtypes; a label a dataset lacks is zero-filled and its `has_*` flag is False (losses multiply by
 the flags; no dataset needs its own code path).
 
-Conventions (see DESIGN.md):
+Conventions (the project's, hiu_jax/geometry/__init__.py):
 - Units metres; camera frame OpenCV (x right, y down, z forward, z > 0 in front of the camera).
 - 21 joints in FreiHAND/OpenPose order: 0 wrist, then thumb 1-4, index 5-8, middle 9-12,
   ring 13-16, pinky 17-20, each finger base to tip.
@@ -38,6 +38,8 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
+
+from hiu_jax.geometry import cameras
 
 NUM_JOINTS = 21
 NUM_VERTICES = 778
@@ -169,19 +171,14 @@ def check_finite(name: str, arr, where: str) -> np.ndarray:
 
 
 def check_K(K, where: str) -> np.ndarray:
-    """K: (3, 3) finite, fx > 0, fy > 0, last row [0, 0, 1] (abs tol 1e-6), non-singular.
-
-    Returns K as float32.
-    """
+    """K (3, 3) valid pinhole intrinsics (hiu_jax.geometry.cameras.check_intrinsics: finite,
+    fx, fy > 0, last row [0, 0, 1] within 1e-6, non-singular), else BadRecordError naming
+    `where`. Returns K as float32."""
     K = check_finite("K", check_shape("K", K, (3, 3), where), where)
-    if not (K[0, 0] > 0 and K[1, 1] > 0):
-        raise BadRecordError(where, f"K has non-positive focal length fx={K[0,0]}, fy={K[1,1]}")
-    if not np.allclose(K[2], [0.0, 0.0, 1.0], rtol=0.0, atol=1e-6):
-        raise BadRecordError(where, f"K last row is {K[2].tolist()}, expected [0, 0, 1]")
-    # With the last row [0, 0, 1], det K = fx * fy - 0 (upper triangular) when K[1, 0] = 0; in
-    # general compare |det| to the focal product so the test is scale-free.
-    if abs(np.linalg.det(K.astype(np.float64))) <= 1e-9 * float(K[0, 0]) * float(K[1, 1]):
-        raise BadRecordError(where, f"K is singular: {K.tolist()}")
+    try:
+        cameras.check_intrinsics(K)
+    except ValueError as e:
+        raise BadRecordError(where, str(e)) from None
     return K
 
 
@@ -227,20 +224,11 @@ def check_near_image(name: str, uv, visible, image_hw, where: str) -> np.ndarray
     return uv
 
 
-def project_pinhole(K, points, *, xp=np):
-    """Pinhole projection uv = (K X)_xy / (K X)_z, in the dtype of its inputs: the one pinhole
-    of datasets/ (builders and the input pipeline).
-
-    K (3, 3); points (N, 3) metres, camera frame, z > 0 -> (N, 2) pixels. xp: the array
-    namespace (numpy, or tensorflow.experimental.numpy in the input pipeline).
-    """
-    p = xp.matmul(points, xp.transpose(K))
-    return p[:, :2] / p[:, 2:3]
-
-
 def project(K: np.ndarray, xyz: np.ndarray) -> np.ndarray:
-    """project_pinhole in float64 for labels: K (3, 3), xyz (N, 3) -> uv (N, 2) float32."""
-    return project_pinhole(K.astype(np.float64), xyz.astype(np.float64)).astype(np.float32)
+    """2D labels: the pinhole projection (hiu_jax.geometry.cameras.project_pinhole) in float64.
+    K (3, 3), xyz (N, 3) metres -> uv (N, 2) float32 pixels."""
+    return np.asarray(cameras.project_pinhole(K.astype(np.float64), xyz.astype(np.float64),
+                                              xp=np), np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

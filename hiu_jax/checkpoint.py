@@ -111,13 +111,15 @@ class Checkpoints:
                 restored = manager.restore(s, args=ocp.args.Composite(
                     state=state_args, meta=ocp.args.JsonRestore()))
             except Exception:  # noqa: BLE001  Orbax and TensorStore raise many types
-                reason = _unreadable(manager, s)
+                reason = _unreadable(manager, s, partial)
                 if reason is None:  # the step reads without the template: it does not fit it
                     raise
                 path = _step_dir(manager, s)
                 corrupt.append((path, reason))
                 self._corrupt[which].add(s)
                 continue
+            if partial:
+                _check_fits(manager, s, abstract)
             if corrupt:
                 log.warning("corrupt checkpoint(s), kept as they are: %s; restored the older %s "
                             "instead", "; ".join(f"{p} ({r})" for p, r in corrupt),
@@ -163,21 +165,46 @@ def _step_dir(manager, step: int) -> str:
     return os.path.join(str(manager.directory), str(step))
 
 
-def _unreadable(manager, step: int):
+def _unreadable(manager, step: int, partial: bool = False):
     """Why `step` cannot be read at all (the first line of the error), or None if it can.
 
     Reads the step without a template (the arrays as stored), so that a checkpoint which merely
-    does not fit a model is told apart from damaged files.
+    does not fit a model is told apart from damaged files. partial: read it with the handler a
+    partial restore uses (a manager keeps the handler it restored with first).
     """
+    state = ocp.args.PyTreeRestore() if partial else ocp.args.StandardRestore()
     try:
-        manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        manager.restore(step, args=ocp.args.Composite(state=state, meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001
         text = str(e).strip()
         first = text.splitlines()[0] if text else ""
         first = first if len(first) <= 200 else first[:200] + " ..."
         return f"{type(e).__name__}: {first}" if first else type(e).__name__
     return None
+
+
+def _check_fits(manager, step: int, abstract) -> None:
+    """Raises ValueError unless the saved state's entries named by `abstract` (a dict of
+    ShapeDtypeStruct trees) have exactly its paths and shapes. A partial restore alone would
+    leave a missing entry as a ShapeDtypeStruct and ignore an extra one."""
+    saved = ocp.PyTreeCheckpointer().metadata(
+        os.path.join(_step_dir(manager, step), "state")).item_metadata.tree
+
+    def shapes(tree):
+        return {jax.tree_util.keystr(path): tuple(getattr(leaf, "shape", ()))
+                for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+    want = shapes(abstract)
+    have = shapes({key: saved.get(key, {}) for key in abstract})
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+    if missing or extra or wrong:
+        parts = [f"{len(names)} {what} (first: {', '.join(names[:3])})"
+                 for names, what in ((missing, "arrays missing from the checkpoint"),
+                                     (extra, "saved arrays the model does not have"),
+                                     (wrong, "arrays of another shape")) if names]
+        raise ValueError(f"{_step_dir(manager, step)} does not fit the model: "
+                         + "; ".join(parts))
 
 
 def _to_host(tree):

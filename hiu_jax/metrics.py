@@ -9,7 +9,7 @@ Units: 3D inputs are metres. Functions return metres unless a key or name says o
 (``*_mm``); the FreiHAND score keys that the official script writes to ``scores.txt`` follow that
 file, whose mean errors are in **centimetres** (see `freihand_scores`).
 
-The FreiHAND protocol (reference/datasets.md 1.4; the official ``eval.py`` and its ``EvalUtil``),
+The FreiHAND protocol (the official evaluation script ``eval.py`` and its ``EvalUtil``),
 detail by detail, as implemented here:
 
 - Per-point Euclidean errors, unaligned and after `align_w_scale`; keypoints (21) and mesh (778)

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hiu_jax import render
-from hiu_jax.losses import BONES
+from hiu_jax.geometry.skeleton import BONES
 from hiu_jax.geometry.cameras import PROJECTION_REF
 
 FINGER_COLOURS = ((230, 60, 60), (240, 150, 40), (60, 180, 75), (50, 120, 230), (150, 80, 200))

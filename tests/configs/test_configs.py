@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from datasets import pipeline
-from hiu_jax import losses
+from hiu_jax import loss_registry
 
 CONFIGS = ("default", "tiny", "freihand")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,8 +39,8 @@ def test_config_states_every_key_the_library_resolves(name):
     settings = pipeline.settings_from_config(config.pipeline)
     assert settings.knobs.crop_size == config.crop_size
     assert settings.knobs.heatmap_size == config.model.heatmap_size
-    assert sorted(config.loss.keys()) == sorted(losses.loss_config().keys())
-    assert losses.resolve_loss_config(config.loss).to_dict() == config.loss.to_dict()
+    assert sorted(config.loss.keys()) == sorted(loss_registry.loss_config().keys())
+    assert loss_registry.resolve_loss_config(config.loss).to_dict() == config.loss.to_dict()
 
 
 def test_configs_import_only_ml_collections_and_each_other():

@@ -1,4 +1,4 @@
-"""Tiny fake dataset trees in the REAL on-disk layouts (shared/reference/datasets.md), for tests.
+"""Tiny fake dataset trees in the REAL on-disk layouts (each writer states its own), for tests.
 
 Plain functions, reusable by the builder and pipeline tests. Nothing here comes from a real
 dataset: images are random noise over a flat colour that encodes the file id (`id_color`), and

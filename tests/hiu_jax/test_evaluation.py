@@ -4,7 +4,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 import mano_jax
-from hiu_jax import evaluation, losses, models
+from hiu_jax import evaluation, loss_registry
 from hiu_jax.geometry import cameras
 
 
@@ -146,14 +146,14 @@ def test_rotation_error_in_degrees():
 
 
 def test_mano_label_terms_need_the_licensed_model():
-    cfg = losses.loss_config()
+    cfg = loss_registry.loss_config()
     with pytest.raises(ValueError, match=r"--config\.model\.mano_path"):
-        losses.check_label_hand_model(cfg, ["freihand"], "")
-    losses.check_label_hand_model(cfg, ["freihand"], "/data/MANO_RIGHT.pkl")  # given: fine
-    losses.check_label_hand_model(cfg, [], "")  # synthetic data of the procedural hand: fine
-    for term in losses.MANO_LABEL_TERMS:
+        loss_registry.check_label_hand_model(cfg, ["freihand"], "")
+    loss_registry.check_label_hand_model(cfg, ["freihand"], "/data/MANO_RIGHT.pkl")  # given: fine
+    loss_registry.check_label_hand_model(cfg, [], "")  # synthetic data of the procedural hand: fine
+    for term in loss_registry.MANO_LABEL_TERMS:
         cfg.terms[term] = 0.0
-    losses.check_label_hand_model(cfg, ["freihand"], "")  # those terms off: fine
+    loss_registry.check_label_hand_model(cfg, ["freihand"], "")  # those terms off: fine
 
 
 def test_validation_curves_png(tmp_path):

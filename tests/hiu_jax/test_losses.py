@@ -13,8 +13,8 @@ from scipy.spatial.transform import Rotation
 import pytest
 
 import mano_jax
-from hiu_jax import losses, models, render
-from hiu_jax.geometry import cameras
+from hiu_jax import keypoint_maps, loss_registry, losses, render
+from hiu_jax.geometry import cameras, skeleton
 
 N, M, S = 64, 32, 32  # crop, heat-map and mask-logit sizes
 STACKS, ITERS = 2, 3
@@ -38,7 +38,7 @@ def mano_forward(model, pose, betas, flat_hand_mean):
 
 def only(*names, **extra):
     """A loss block with only `names` active (weight 1), other fields at their defaults."""
-    cfg = losses.loss_config()
+    cfg = loss_registry.loss_config()
     for name in cfg.terms:
         cfg.terms[name] = 1.0 if name in names else 0.0
     for key, value in extra.items():
@@ -112,17 +112,17 @@ def perturbed(outputs, rng):
 
 def term_values(name, outputs, batch, mano, **extra):
     cfg = losses.term_config(only(name, **extra), mano)
-    return np.asarray(losses.registered_terms()[name].fn(outputs, batch, cfg))
+    return np.asarray(loss_registry.registered_terms()[name].fn(outputs, batch, cfg))
 
 
 # ---------------------------------------------------------------------------------- registry
 
 
 def test_unknown_term_in_config_lists_registered_names():
-    cfg = losses.loss_config()
+    cfg = loss_registry.loss_config()
     cfg.terms.no_such_term = 1.0
     with pytest.raises(ValueError, match="unknown loss term 'no_such_term'") as err:
-        losses.validate_loss_config(cfg)
+        loss_registry.validate_loss_config(cfg)
     for name in SUPERVISED + SELF_SUPERVISED + PRIORS:
         assert repr(name) in str(err.value)
 
@@ -131,29 +131,29 @@ def test_config_validation_messages():
     cfg = only("joints_2d")
     cfg.terms.joints_2d = -1.0
     with pytest.raises(ValueError, match="terms.joints_2d = -1.0 must be a finite number >= 0"):
-        losses.validate_loss_config(cfg)
+        loss_registry.validate_loss_config(cfg)
     with pytest.raises(ValueError, match="keypoint_loss = 'l2' must be one of"):
-        losses.validate_loss_config(only("joints_2d", keypoint_loss="l2"))
+        loss_registry.validate_loss_config(only("joints_2d", keypoint_loss="l2"))
     with pytest.raises(ValueError, match="softargmax_temperature = 0.0 must be finite and > 0"):
-        losses.validate_loss_config(only("joints_2d", softargmax_temperature=0.0))
-    assert losses.validate_loss_config(only("joints_2d", "mask")) == {"joints_2d": 1.0,
+        loss_registry.validate_loss_config(only("joints_2d", softargmax_temperature=0.0))
+    assert loss_registry.validate_loss_config(only("joints_2d", "mask")) == {"joints_2d": 1.0,
                                                                       "mask": 1.0}
 
 
 def test_register_rejects_taken_and_reserved_names():
     with pytest.raises(ValueError, match="'heatmaps' is already registered"):
-        losses.register("heatmaps")(lambda o, b, c: None)
+        loss_registry.register("heatmaps")(lambda o, b, c: None)
     with pytest.raises(ValueError, match="reserved"):
-        losses.register("loss")
-    assert losses.registered_terms()["heatmaps"].fn is losses.heatmap_mse
+        loss_registry.register("loss")
+    assert loss_registry.registered_terms()["heatmaps"].fn is losses.heatmap_mse
 
 
 def test_new_term_is_one_function_plus_one_config_line(monkeypatch):
     """The example of the README section "Add a loss term"."""
-    monkeypatch.setattr(losses, "_REGISTRY", dict(losses._REGISTRY))
+    monkeypatch.setattr(loss_registry, "REGISTRY", dict(loss_registry.REGISTRY))
     tips = jnp.array([4, 8, 12, 16, 20])
 
-    @losses.register("fingertip_depth", flag="has_3d")
+    @loss_registry.register("fingertip_depth", flag="has_3d")
     def fingertip_depth_l1(outputs, batch, cfg):
         pred, target = outputs["joints_3d"][:, tips, 2], batch["joints_3d"][:, tips, 2]
         return jnp.mean(jnp.abs(pred - target), axis=-1)
@@ -193,12 +193,12 @@ def test_pipeline_conventions():
     bones = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10),
              (10, 11), (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18),
              (18, 19), (19, 20)]
-    assert list(losses.BONES) == bones
+    assert list(skeleton.BONES) == bones
     # Pixel areas aligned: the crop's [-0.5, N - 0.5] is the heat map's [-0.5, M - 0.5]; the
     # crop point 0.5 (between crop pixels 0 and 1) is heat-map pixel centre 0 for N = 2M.
     p = np.array([-0.5, N - 0.5, 0.5, 33.5])
-    np.testing.assert_allclose(losses.crop_to_heatmap(p, N, M), [-0.5, M - 0.5, 0.0, 16.5])
-    np.testing.assert_allclose(losses.heatmap_to_crop(losses.crop_to_heatmap(p, N, M), N, M), p)
+    np.testing.assert_allclose(cameras.crop_to_heatmap(p, N, M), [-0.5, M - 0.5, 0.0, 16.5])
+    np.testing.assert_allclose(cameras.heatmap_to_crop(cameras.crop_to_heatmap(p, N, M), N, M), p)
 
 
 def test_bone_regions_match_brute_force():
@@ -206,11 +206,11 @@ def test_bone_regions_match_brute_force():
     joints = rng.random((2, 21, 2)).astype(np.float32) * 12.0 + 2.0
     joints[1, 2] = joints[1, 1]  # a zero-length bone covers the disc around its point
     width, size = 1.3, 16
-    got = np.asarray(losses.bone_regions(jnp.asarray(joints), size, width))
+    got = np.asarray(keypoint_maps.bone_regions(jnp.asarray(joints), size, width))
     # Independent: the distance from each pixel centre to densely sampled points of the segment
     # overestimates the true distance by at most half the sample spacing.
     t = np.linspace(0.0, 1.0, 1001)
-    a, c = joints[:, losses.BONE_PARENTS], joints[:, losses.BONE_CHILDREN]
+    a, c = joints[:, skeleton.BONE_PARENTS], joints[:, skeleton.BONE_CHILDREN]
     pts = a[..., None, :] + t[:, None] * (c - a)[..., None, :]  # (2, 20, T, 2)
     yy, xx = np.mgrid[0:size, 0:size]
     pix = np.stack([xx, yy], -1).reshape(-1, 2)
@@ -234,7 +234,7 @@ def test_soft_argmax_of_gaussian_logits():
     d2 = (xx[None, :, :, None] - mu[:, None, None, :, 0]) ** 2 + (
         yy[None, :, :, None] - mu[:, None, None, :, 1]) ** 2
     heat = 1.0 - T * d2 / 2.0
-    got = np.asarray(losses.soft_argmax(jnp.asarray(heat), T))
+    got = np.asarray(keypoint_maps.soft_argmax(jnp.asarray(heat), T))
     np.testing.assert_allclose(got, mu, atol=1e-4)
 
 
@@ -275,7 +275,7 @@ def test_mano_pose_target_convention(mano):
     np.testing.assert_allclose(got, full_rotmats(dev, mano.hands_mean), atol=2e-6)  # float32
     with pytest.raises(ValueError, match="needs the MANO model"):
         losses.mano_pose_rotmat({"mano_rotmats": full_rotmats(dev, mano.hands_mean)},
-                                {"mano_pose": dev}, losses.term_config(losses.loss_config()))
+                                {"mano_pose": dev}, losses.term_config(loss_registry.loss_config()))
 
 
 def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano):
@@ -285,7 +285,7 @@ def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano)
     rng = np.random.default_rng(7)
     dev = rng.standard_normal((2, 48)).astype(np.float32) * 0.5
     pred = {"mano_rotmats": jnp.asarray(full_rotmats(dev, mano.hands_mean))}
-    cfg = losses.term_config(losses.loss_config(), mano)
+    cfg = losses.term_config(loss_registry.loss_config(), mano)
     flat = jnp.zeros((2,))
     at_label = losses.mano_pose_rotmat(pred, {"mano_pose": jnp.asarray(dev),
                                               "mano_flat_hand_mean": flat}, cfg)
@@ -305,7 +305,7 @@ def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano)
                                            "mano_flat_hand_mean": flat}, cfg)
     np.testing.assert_allclose(value, 8 * np.sin(0.15) ** 2 / 16, rtol=1e-4)
     with pytest.raises(ValueError, match="rot6d"):
-        losses.pose_prior({"mano_pose": jnp.zeros((2, 0))}, {}, losses.loss_config())
+        losses.pose_prior({"mano_pose": jnp.zeros((2, 0))}, {}, loss_registry.loss_config())
 
 
 # ------------------------------------------------------------------------------------- flags
@@ -325,7 +325,7 @@ def test_flags_exclude_unlabeled_samples_exactly(mano):
     loss, metrics = losses.total_loss(outputs, batch, cfg, mano_model=mano)
 
     # Each term's metric is its mean over the labeled valid samples only.
-    terms = losses.registered_terms()
+    terms = loss_registry.registered_terms()
     for name in SUPERVISED:
         f = batch["valid"].copy()
         for flag in terms[name].flags:
@@ -398,22 +398,22 @@ def consistent(mano):
     joints_2d = cameras.crop_camera_projection(joints, cam, N)
     vertices_2d = cameras.crop_camera_projection(verts, cam, N)
 
-    cfg = losses.loss_config()
+    cfg = loss_registry.loss_config()
     T = cfg.softargmax_temperature
-    mu = losses.crop_to_heatmap(np.asarray(joints_2d), N, M)
+    mu = cameras.crop_to_heatmap(np.asarray(joints_2d), N, M)
     assert mu.min() >= 5.5 and mu.max() <= M - 6.5
     yy, xx = np.mgrid[0:M, 0:M].astype(np.float32)
     d2 = (xx[None, :, :, None] - mu[:, None, None, :, 0]) ** 2 + (
         yy[None, :, :, None] - mu[:, None, None, :, 1]) ** 2
     heat = jnp.asarray(1.0 - T * d2 / 2.0)  # softmax(heat / T): a Gaussian of std 1 px at mu
 
-    uv = losses.crop_to_heatmap(vertices_2d, N, S)
+    uv = cameras.crop_to_heatmap(vertices_2d, N, S)
     sil = render.soft_silhouette(uv, mano.faces, S, S, cfg.silhouette_sigma)
     logits = (jnp.log(sil) - jnp.log1p(-sil))[..., None]  # +-inf where sil is exactly 1 or 0
 
-    region = losses.bone_regions(losses.crop_to_heatmap(joints_2d, N, M), M,
+    region = keypoint_maps.bone_regions(cameras.crop_to_heatmap(joints_2d, N, M), M,
                                  cfg.pof_consistency_width)
-    d = losses.bone_directions(joints)
+    d = keypoint_maps.bone_directions(joints)
     pof = (region[..., None] * d[:, None, None]).reshape(b, M, M, 60)
     outputs = {
         "heatmaps": [heat] * STACKS, "mask_logits": [logits] * STACKS, "pof": [pof] * STACKS,
@@ -439,7 +439,7 @@ def test_self_supervised_terms_vanish_on_consistent_outputs(consistent, mano):
     assert np.all(np.abs(kl) <= 4 * eps)
     # Joints: the soft-argmax is within 1e-4 heat-map px (test_soft_argmax_of_gaussian_logits),
     # 2e-4 crop px; smooth-L1 of that, per coordinate, is 0.5 (2e-4 / N)^2 / beta.
-    beta = losses.loss_config().smooth_l1_beta
+    beta = loss_registry.loss_config().smooth_l1_beta
     bound = 2 * 0.5 * (2e-4 / N) ** 2 / beta
     assert np.all(term_values("joints_consistency", outputs, batch, mano) <= bound)
     l1 = term_values("joints_consistency", outputs, batch, mano, keypoint_loss="l1")
@@ -541,8 +541,6 @@ def test_data_parallel_loss_equals_single_device_loss(mano):
 def test_weak_perspective_fit_recovers_the_camera_and_zeroes_the_camera_term():
     """Points projected with a known camera give that camera back (float32: ~1e-6 relative),
     so the camera term is 0 there and positive for another camera; flags gate it."""
-    from hiu_jax import models
-
     rng = np.random.default_rng(5)
     b, crop = 3, 64
     joints = jnp.asarray(rng.normal(0, 0.04, (b, 21, 3)), jnp.float32)
@@ -556,8 +554,8 @@ def test_weak_perspective_fit_recovers_the_camera_and_zeroes_the_camera_term():
     batch = {"joints_3d": joints, "keypoints_2d": uv, "keypoint_visibility": vis,
              "image": jnp.zeros((b, crop, crop, 3)), "valid": jnp.ones(b), "has_2d": jnp.ones(b),
              "has_3d": jnp.asarray([1.0, 1.0, 0.0])}
-    cfg = losses.term_config(losses.loss_config())
-    term = losses.registered_terms()["camera"]
+    cfg = losses.term_config(loss_registry.loss_config())
+    term = loss_registry.registered_terms()["camera"]
     zero = term.fn({"cam": [cam]}, batch, cfg)
     np.testing.assert_allclose(np.asarray(zero), 0.0, atol=1e-9)
     off = term.fn({"cam": [cam + 0.1]}, batch, cfg)
@@ -576,13 +574,13 @@ def test_heatmap_keypoints_are_zero_on_gaussians_at_the_labels(mano):
     rng = np.random.default_rng(5)
     b, n, m = 2, 64, 16
     kp = rng.uniform(12, 52, (b, 21, 2)).astype(np.float32)
-    mu = losses.crop_to_heatmap(kp, n, m)
+    mu = cameras.crop_to_heatmap(kp, n, m)
     g = np.arange(m, dtype=np.float32)
     heat = np.exp(-((g[None, None, :, None] - mu[:, None, None, :, 0]) ** 2
                     + (g[None, :, None, None] - mu[:, None, None, :, 1]) ** 2) / 8.0)
     batch = {"keypoints_2d": kp, "keypoint_visibility": np.ones((b, 21), np.float32),
              "image": np.zeros((b, n, n, 3), np.float32)}
-    cfg = losses.term_config(losses.loss_config(), mano)
+    cfg = losses.term_config(loss_registry.loss_config(), mano)
     bound = 2 * (0.5 / m - cfg.smooth_l1_beta / 2)
     at = np.asarray(losses.heatmap_keypoints({"heatmaps": [jnp.asarray(heat)]}, batch, cfg))
     assert np.all(at <= bound)
@@ -592,29 +590,29 @@ def test_heatmap_keypoints_are_zero_on_gaussians_at_the_labels(mano):
 
 
 def test_ramp_factor_and_its_validation():
-    cfg = losses.loss_config()
-    assert losses.ramp_factor(cfg, 10) == 1.0  # (0, 0): no ramp
+    cfg = loss_registry.loss_config()
+    assert loss_registry.ramp_factor(cfg, 10) == 1.0  # (0, 0): no ramp
     cfg.ramp_steps = (100, 300)
-    np.testing.assert_allclose([losses.ramp_factor(cfg, s) for s in (0, 100, 200, 300, 900)],
+    np.testing.assert_allclose([loss_registry.ramp_factor(cfg, s) for s in (0, 100, 200, 300, 900)],
                                [0.0, 0.0, 0.5, 1.0, 1.0])
-    assert losses.ramp_factor(cfg, None) == 1.0
+    assert loss_registry.ramp_factor(cfg, None) == 1.0
     cfg.ramp_steps = (300, 100)
     with pytest.raises(ValueError, match="ramp_steps"):
-        losses.validate_loss_config(cfg)
+        loss_registry.validate_loss_config(cfg)
     cfg.ramp_steps = (0, 0)
     cfg.ramp_terms = ("no_such_term",)
     with pytest.raises(ValueError, match="no_such_term"):
-        losses.validate_loss_config(cfg)
+        loss_registry.validate_loss_config(cfg)
 
 
 def test_resolve_loss_config_fills_options_and_rejects_unknown_keys():
     block = {"terms": {"joints_2d": 2.0}, "smooth_l1_beta": 0.02}
-    resolved = losses.resolve_loss_config(block)
+    resolved = loss_registry.resolve_loss_config(block)
     assert resolved.smooth_l1_beta == 0.02 and dict(resolved.terms) == {"joints_2d": 2.0}
-    assert resolved.keypoint_loss == losses.loss_config().keypoint_loss
+    assert resolved.keypoint_loss == loss_registry.loss_config().keypoint_loss
     with pytest.raises(ValueError, match="unknown key 'keypoint_los'; valid keys: .*keypoint_loss"):
-        losses.resolve_loss_config(dict(block, keypoint_los="l1"))
-    cfg = losses.loss_config()
+        loss_registry.resolve_loss_config(dict(block, keypoint_los="l1"))
+    cfg = loss_registry.loss_config()
     cfg.ramp_step = (0, 0)
     with pytest.raises(ValueError, match="unknown key 'ramp_step'"):
-        losses.validate_loss_config(cfg)
+        loss_registry.validate_loss_config(cfg)
