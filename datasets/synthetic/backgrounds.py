@@ -1,0 +1,134 @@
+"""Backgrounds: photographs and procedural natural textures, cropped, rotated, scaled, put in
+perspective, blurred and colour-jittered per sample, so a small bank still gives variety.
+
+Photographs: scikit-image's bundled sample images (PHOTOS) whose own licences allow
+redistribution (CC0 or public domain, per skimage.data's docstrings): read from the installed
+package's data folder, never downloaded. Procedural textures (PROCEDURAL): fractal noise, wood,
+fabric, marble/stone, made once per process from a fixed seed. If scikit-image is missing, the
+bank is procedural only (the generator records which in its info file).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+# skimage.data files and licences: coffee, chelsea, camera, grass, gravel, brick (CC0),
+# rocket (public domain, SpaceX), hubble_deep_field (public domain, NASA).
+PHOTOS = ("coffee.png", "chelsea.png", "camera.png", "grass.png", "gravel.png", "brick.png",
+          "rocket.jpg", "hubble_deep_field.jpg")
+PROCEDURAL = ("noise", "wood", "fabric", "marble", "noise", "wood", "fabric", "marble")
+BANK_SIZE = 384  # pixels: every bank image is resized/cropped to BANK_SIZE^2 RGB uint8
+BANK_SEED = 20261129
+
+
+def photo_dir():
+    """The folder of scikit-image's bundled sample images, or None when it is not installed."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data")
+    return path if os.path.isdir(path) else None
+
+
+def _square(img: Image.Image, size: int) -> np.ndarray:
+    img = img.convert("RGB")
+    w, h = img.size
+    s = min(w, h)
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return np.asarray(img.resize((size, size), Image.BILINEAR))
+
+
+def fractal_noise(rng, size, octaves=5, base=4) -> np.ndarray:
+    """(size, size) float32 in about [-1, 1]: octaves of bicubically upsampled white noise."""
+    out = np.zeros((size, size), np.float32)
+    amp, cells, total = 1.0, base, 0.0
+    for _ in range(octaves):
+        grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
+        up = Image.fromarray(grid, mode="F").resize((size, size), Image.BICUBIC)
+        out += amp * np.asarray(up)
+        total += amp
+        amp, cells = amp * 0.55, cells * 2
+    return out / total * 1.6
+
+
+def procedural_texture(rng, kind, size) -> np.ndarray:
+    """(size, size, 3) uint8 natural-looking texture of `kind` in PROCEDURAL."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    n = fractal_noise(rng, size)
+    c0, c1 = rng.uniform(0.1, 0.9, (2, 3)).astype(np.float32)
+    if kind == "noise":
+        t = 0.5 + 0.5 * n
+    elif kind == "wood":
+        c0 = np.array([0.55, 0.36, 0.2]) * rng.uniform(0.6, 1.3)
+        c1 = c0 * rng.uniform(0.55, 0.8)
+        cx = rng.uniform(-1, 2)
+        rings = np.sqrt((xx - cx) ** 2 * 0.05 + (yy * rng.uniform(0.05, 0.3)) ** 2) * 60 + 3 * n
+        t = (0.5 + 0.5 * np.sin(rings * rng.uniform(1.5, 3.0))) ** 2
+    elif kind == "fabric":
+        f = rng.uniform(40, 90)
+        weave = np.sin(xx * f * np.pi) * np.sin(yy * f * np.pi)
+        t = 0.5 + 0.25 * weave + 0.25 * n
+    elif kind == "marble":
+        t = 0.5 + 0.5 * np.sin((xx + yy * rng.uniform(0.2, 1.0)) * rng.uniform(6, 16) + 4 * n)
+        c0 = np.full(3, rng.uniform(0.6, 0.95))
+        c1 = c0 * rng.uniform(0.4, 0.8) * rng.uniform(0.9, 1.1, 3)
+    else:
+        raise ValueError(f"unknown procedural texture {kind!r}; expected one of {PROCEDURAL}")
+    t = np.clip(t, 0, 1)[..., None]
+    img = c0 * (1 - t) + c1 * t
+    img = img * (1 + 0.08 * fractal_noise(rng, size, 3, 16)[..., None])
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=2)
+def bank(use_photos: bool = True) -> tuple:
+    """The background bank: a tuple of (BANK_SIZE, BANK_SIZE, 3) uint8 images (photos first).
+    Deterministic: the procedural textures come from BANK_SEED."""
+    images = []
+    folder = photo_dir() if use_photos else None
+    if folder is not None:
+        for name in PHOTOS:
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                with Image.open(path) as img:
+                    images.append(_square(img, BANK_SIZE))
+    rng = np.random.default_rng(BANK_SEED)
+    for kind in PROCEDURAL:
+        images.append(procedural_texture(rng, kind, BANK_SIZE))
+    return tuple(images)
+
+
+def background(rng, images, size) -> np.ndarray:
+    """One (size, size, 3) float32 background in [0, 1] from the bank `images`: a random image
+    under a random similarity (rotation, scale, translation; the view stays inside the image) and a mild
+    perspective tilt, optional defocus blur, per-channel gain, gamma and an illumination
+    gradient."""
+    src = images[rng.integers(len(images))]
+    S = src.shape[0]
+    angle = rng.uniform(0, 2 * np.pi)
+    zoom = rng.uniform(0.3, 1.0) * S / (1.5 * size)  # source pixels per output pixel
+    tilt = rng.uniform(-0.6, 0.6, 2) / size  # perspective terms (projective row)
+    c, s = np.cos(angle) * zoom, np.sin(angle) * zoom
+    half = size / 2
+    reach = zoom * size * 0.75
+    cx, cy = rng.uniform(min(reach, S / 2), max(S - reach, S / 2), 2)
+    # output (x, y) -> source ((a x + b y + c) / (g x + h y + 1), ...), centred at the output centre
+    a, b, d, e = c, -s, s, c
+    g, h = tilt
+    tx = cx - a * half - b * half
+    ty = cy - d * half - e * half
+    coeffs = (a + tx * g, b + tx * h, tx, d + ty * g, e + ty * h, ty, g, h)
+    img = Image.fromarray(src).transform((size, size), Image.PERSPECTIVE, coeffs, Image.BILINEAR)
+    if rng.uniform() < 0.5:
+        img = img.filter(ImageFilter.BoxBlur(rng.uniform(0.5, 3.0)))
+    out = np.asarray(img, np.float32) * (1.0 / 255.0)
+    gain = rng.uniform(0.6, 1.25) * rng.uniform(0.85, 1.15, 3).astype(np.float32)
+    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+    gx, gy = rng.uniform(-0.5, 0.5, 2).astype(np.float32)
+    light = 1.0 + gx * ramp[None, :, None] + gy * ramp[:, None, None]
+    out = np.clip(out * (gain * light), 0, 1) ** np.float32(rng.uniform(0.8, 1.25))
+    return out

@@ -1,0 +1,323 @@
+"""Batching, rendering, writing: the synthetic dataset in the exact FreiHAND layout.
+
+Per sample (all drawn from the sample's own generator seeded by (seed, split, index), so any
+image can be regenerated alone and the set is reproducible bit for bit): a hand (`hands`) in a
+FreiHAND-like pose and viewpoint, placed wholly in the image by FreiHAND-like intrinsics
+(`camera`), a forearm or sleeve, skin with palm/back, nails, creases and texture
+(`appearance`), key/fill/ambient light with highlights (`shading`), a photographic or procedural
+background (`backgrounds`), sometimes occluders (`occluders`), sensor noise and JPEG.
+The mask holds the visible MANO hand's pixels (not the forearm, not occluded pixels).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from PIL import Image, ImageFilter
+from tqdm import tqdm
+
+import mano_jax
+
+from . import appearance, backgrounds, camera, hands, occluders, shading
+from .rasterizer import rasterize_hands
+
+IMAGE_SIZE = 224
+SPLITS = {"training": 0, "evaluation": 1}
+INFO_NAME = "synthetic_info.json"
+# 3: skin detail (nails, creases, texture, palm/back), forearm/sleeve, key/fill/ambient light,
+# photographic + procedural backgrounds, textured occluders, whole hand in frame.
+GENERATOR_VERSION = 3
+VIEWPOINTS = camera.VIEWPOINTS
+SLEEVE_PROBABILITY = 0.5
+NOISE_SEED = 7
+# CPU seconds spent per stage since the process started (bench/synthetic_bench.py prints them).
+STAGE_SECONDS = collections.defaultdict(float)
+
+
+class _stage:
+    """with _stage("name"): adds the block's process CPU time to STAGE_SECONDS["name"]."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.t0 = time.process_time()
+
+    def __exit__(self, *exc):
+        STAGE_SECONDS[self.name] += time.process_time() - self.t0
+
+
+class Scene:
+    """What every sample of a run shares: the model, its surface layout, the forearm topology,
+    the background bank and the noise textures (all deterministic)."""
+
+    def __init__(self, model, size, use_photos=True):
+        self.model = model
+        self.size = size
+        self.procedural_poses = hands.is_procedural(model)
+        self.frame = camera.hand_frame(model)
+        self.layout = appearance.surface_layout(model, self.frame)
+        self.faces = np.asarray(model.faces, np.int64)
+        self.num_vertices = int(model.v_template.shape[0])
+        self.ring = hands.wrist_ring(self.faces)
+        self.bank = backgrounds.bank(use_photos)
+        self.photos = len(self.bank) - len(backgrounds.PROCEDURAL)
+        rng = np.random.default_rng(NOISE_SEED)
+        self.grain = backgrounds.fractal_noise(rng, 256, 3, 64)
+        self.noise = rng.standard_normal((2 * size, 2 * size, 3)).astype(np.float32)
+
+
+def _static_table(layout, num_arm, ring_size):
+    """(V + num_arm, STATIC_CHANNELS) static channels of hand and forearm vertices; forearm
+    vertices have no palm, crease or nail, and channel 7 = 1 beyond the first forearm ring
+    (where a sleeve may start)."""
+    arm = np.zeros((num_arm, appearance.STATIC_CHANNELS), np.float32)
+    arm[:, 1] = appearance.CREASE_REACH
+    arm[:, 4] = -1.0  # outside the palm lines
+    arm[:, 6] = 9.0  # no nail
+    arm[ring_size:, 7] = 1.0
+    return np.concatenate([layout.static, arm]).astype(np.float32)
+
+
+def _render_batch(scene: Scene, rngs, viewpoints):
+    """Samples and renders one batch. Returns (rgb (B, S, S, 3) uint8, mask (B, S, S) bool,
+    labels dict of (B, ...) arrays).
+
+    Labels use FreiHAND's pixel convention (pixel (row r, col c) centred at (u, v) = (c, r));
+    `rasterize_hands` renders in it, so every label lies exactly on the pixel that shows its
+    surface point."""
+    model, size, V = scene.model, scene.size, scene.num_vertices
+    B = len(rngs)
+    with _stage("sample + MANO"):
+        params = [hands.sample_hand_params(r, model, procedural_poses=scene.procedural_poses,
+                                           viewpoints=viewpoints, frame=scene.frame) for r in rngs]
+        pose = np.stack([p for p, _ in params])
+        betas = np.stack([b for _, b in params])
+        verts, joints = (np.asarray(x, np.float64) for x in hands.posed_hands(model, pose, betas))
+    with _stage("camera placement"):
+        cams = [camera.sample_camera(r, v, j, size) for r, v, j in zip(rngs, verts, joints)]
+        K = np.stack([k for k, _ in cams])
+        trans = np.stack([t for _, t in cams])
+        verts_cam = verts + trans[:, None]
+        joints_cam = joints + trans[:, None]
+        if len(scene.ring):
+            arm, arm_faces = hands.forearm_mesh(verts_cam, joints_cam, scene.ring, V)
+            all_verts = np.concatenate([verts_cam, arm], 1)
+            all_faces = np.concatenate([scene.faces, arm_faces])
+        else:
+            all_verts, all_faces = verts_cam, scene.faces
+        Vt = all_verts.shape[1]
+    with _stage("rasterise (JAX)"):
+        face_index, bary, normals = rasterize_hands(all_verts, all_faces, K, size)
+    with _stage("per-sample looks"):
+        # Drawn in a fixed order from each sample's generator.
+        dynamic = np.empty((B, Vt, 9), np.float32)  # albedo, normal, position
+        dynamic[:, :, 3:6] = normals
+        dynamic[:, :, 6:9] = all_verts
+        jitter = np.empty((B, 3), np.float32)
+        depth = np.empty((B,), np.float32)
+        sleeve = np.zeros((B, 3), np.float32)  # sleeve colour, or 0 for a bare forearm
+        lights = []
+        for i, r in enumerate(rngs):
+            tone, jitter[i], depth[i] = appearance.sample_skin(r)
+            dynamic[i, :V, 0:3] = appearance.vertex_albedo(r, tone, scene.layout)
+            dynamic[i, V:, 0:3] = tone * np.array([0.97, 0.95, 0.95]) * r.uniform(0.9, 1.0)
+            if r.uniform() < SLEEVE_PROBABILITY:
+                sleeve[i] = r.uniform(0.05, 0.95, 3)
+            lights.append(shading.sample_lights(r))
+        static = _static_table(scene.layout, Vt - V, len(scene.ring))
+    with _stage("interpolate"):
+        flat = face_index.reshape(-1)
+        pix = np.flatnonzero(flat >= 0)
+        image = pix // (size * size)
+        w = bary.reshape(-1, 3)[pix]
+        corner = all_faces[flat[pix]]
+        st = sum(w[:, k:k + 1] * static[corner[:, k]] for k in range(3))
+        corner += (image * Vt)[:, None]
+        dyn = dynamic.reshape(-1, 9)
+        px = sum(w[:, k:k + 1] * dyn[corner[:, k]] for k in range(3))
+    with _stage("skin + shading"):
+        colour, crease, nail = appearance.pixel_albedo(px[:, 0:3], st, scene.grain, jitter[image],
+                                                        depth[image])
+        on_sleeve = (st[:, 7] > 0.5) & (sleeve[image, 0] > 0)
+        grain = scene.grain[(pix[on_sleeve] // size) % 256, pix[on_sleeve] % 256]
+        colour[on_sleeve] = sleeve[image[on_sleeve]] * (1 + 0.08 * grain)[:, None]
+        gloss = (1 - 0.6 * crease) * (1 + 2.0 * nail) * np.where(on_sleeve, 0.15, 1.0)
+        light = {k: v[image] for k, v in shading.stack_lights(lights).items()}
+        shaded = shading.shade(colour, px[:, 3:6], px[:, 6:9], light, gloss.astype(np.float32))
+    with _stage("backgrounds"):
+        rgb = np.empty((B, size, size, 3), np.float32)
+        for i, r in enumerate(rngs):
+            rgb[i] = backgrounds.background(r, scene.bank, size)
+        rgb.reshape(-1, 3)[pix] = shaded
+    with _stage("occluders + noise + blur"):
+        mask = (face_index >= 0) & (face_index < len(scene.faces))
+        uv = camera.project(joints_cam, K)
+        for i, r in enumerate(rngs):
+            occ = occluders.occluder(r, scene.bank, uv[i], size)
+            if occ is not None:
+                rgb[i][occ[1]] = occ[0][occ[1]]
+                mask[i] &= ~occ[1]
+            o = r.integers(0, size, 2)
+            sigma = np.float32(r.uniform(0.0, 0.025))
+            rgb[i] += sigma * scene.noise[o[0]:o[0] + size, o[1]:o[1] + size]
+        out = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+        for i, r in enumerate(rngs):  # camera softness: hard render edges are not photographic
+            if r.uniform() < 0.5:
+                out[i] = np.asarray(Image.fromarray(out[i]).filter(ImageFilter.BoxBlur(0.5)))
+    scale_bone = np.linalg.norm(joints[:, 10] - joints[:, 9], axis=-1)
+    f = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
+    mano = np.concatenate([pose, betas, uv[:, 9], (f / joints_cam[:, 9, 2])[:, None]], 1)
+    labels = dict(K=K, xyz=joints_cam, verts=verts_cam, mano=mano[:, None, :], scale=scale_bone)
+    return out, mask, labels
+
+
+def _write_image(path, array, quality=92):
+    Image.fromarray(array).save(path, quality=quality)
+
+
+def generate(out_dir, num_train, num_eval=0, *, seed=0, model=None, model_path=None,
+             image_size=IMAGE_SIZE, batch_size=32, workers=2, progress=True,
+             viewpoints="freihand"):
+    """Writes a synthetic dataset in the FreiHAND layout. Returns a dict of what was written.
+
+    Args:
+      out_dir: the dataset root (created). Existing files with the same names are overwritten.
+      num_train, num_eval: sample counts (num_train >= 1, num_eval >= 0).
+      seed: the dataset seed; sample i of a split is fully determined by (seed, split, i).
+      model: a MANOModel (default: the procedural right hand). model_path is recorded in the
+        info file when given.
+      image_size: square image side in pixels (FreiHAND: 224).
+      batch_size: hands rendered per jitted call.
+      workers: threads encoding and writing JPEGs.
+      viewpoints: "freihand" (hands seen as in FreiHAND, the default) or "uniform" (global
+        rotations uniform on SO(3)); see `camera.sample_global_rotation`.
+    """
+    if viewpoints not in VIEWPOINTS:
+        raise ValueError(f"viewpoints must be one of {VIEWPOINTS}, got {viewpoints!r}")
+    for name, value, low in (("num_train", num_train, 1), ("num_eval", num_eval, 0),
+                             ("image_size", image_size, 16), ("batch_size", batch_size, 1),
+                             ("workers", workers, 1)):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    model = mano_jax.procedural_model() if model is None else model
+    if model.side != "right":
+        raise ValueError("the FreiHAND layout holds right hands; pass a right-hand MANO model")
+    scene = Scene(model, image_size)
+    os.makedirs(out_dir, exist_ok=True)
+    start = time.perf_counter()
+    total = num_train + num_eval
+    bar = tqdm(total=total, desc="synthetic hands", unit="img", disable=not progress)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for split, count in (("training", num_train), ("evaluation", num_eval)):
+            if count == 0:
+                continue
+            for sub in ("rgb", "mask"):
+                os.makedirs(os.path.join(out_dir, split, sub), exist_ok=True)
+            labels = {k: [] for k in ("K", "xyz", "verts", "mano", "scale")}
+            pending = []
+            for first in range(0, count, batch_size):
+                idx = range(first, min(first + batch_size, count))
+                rngs = [np.random.default_rng([seed, SPLITS[split], i]) for i in idx]
+                rgb, mask, lab = _render_batch(scene, rngs, viewpoints)
+                for j, i in enumerate(idx):
+                    pending.append(pool.submit(
+                        _write_image, os.path.join(out_dir, split, "rgb", f"{i:08d}.jpg"), rgb[j]))
+                    pending.append(pool.submit(
+                        _write_image, os.path.join(out_dir, split, "mask", f"{i:08d}.jpg"),
+                        mask[j].astype(np.uint8) * 255))
+                for k in labels:
+                    labels[k].extend(np.asarray(lab[k]).tolist())
+                bar.update(len(idx))
+            for fut in pending:
+                fut.result()
+            for k, values in labels.items():
+                _write_json(os.path.join(out_dir, f"{split}_{k}.json"), values)
+    bar.close()
+    seconds = time.perf_counter() - start
+    info = dict(generator="datasets.synthetic", version=GENERATOR_VERSION, seed=seed,
+                num_train=num_train, num_eval=num_eval, image_size=image_size, viewpoints=viewpoints,
+                model=model_path or f"procedural {model.side} hand",
+                backgrounds=f"{scene.photos} photographs (scikit-image data) + "
+                            f"{len(backgrounds.PROCEDURAL)} procedural textures", seconds=round(seconds, 2),
+                images_per_second=round(total / seconds, 1))
+    _write_json(os.path.join(out_dir, INFO_NAME), info)
+    return info
+
+
+def _write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+def dataset_name(num_train: int, num_eval: int, seed: int) -> str:
+    """'n<num_train>_e<num_eval>_s<seed>_v<GENERATOR_VERSION>': what a generated set holds.
+
+    train.py generates each set into `dataset_dir` and builds it as the synthetic_hands tfds
+    config of this name, so sets of different sizes, seeds or generator versions never share a
+    directory (nothing generated ever has to be deleted by hand).
+    """
+    for name, value, low in (("num_train", num_train, 1), ("num_eval", num_eval, 0),
+                             ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return f"n{int(num_train)}_e{int(num_eval)}_s{int(seed)}_v{GENERATOR_VERSION}"
+
+
+def dataset_dir(root, num_train: int, num_eval: int, seed: int) -> str:
+    """<root>/<dataset_name(num_train, num_eval, seed)>: where train.py generates that set."""
+    return os.path.join(os.fspath(root), dataset_name(num_train, num_eval, seed))
+
+
+def read_info(directory):
+    """The INFO_NAME dict of a generated set in `directory`, or None when there is none (not
+    generated, or generation did not finish: the file is written last). Raises ValueError naming
+    the file when it is not a JSON object."""
+    path = os.path.join(os.fspath(directory), INFO_NAME)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable synthetic dataset info ({e})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    return info
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m datasets.synthetic",
+                                     description="Writes a synthetic hand dataset in the FreiHAND layout.")
+    parser.add_argument("--out", required=True, help="dataset root to write (FreiHAND layout)")
+    parser.add_argument("--num", type=int, required=True, help="number of training samples")
+    parser.add_argument("--num-eval", type=int, default=None,
+                        help="number of evaluation samples (default: 10%% of --num)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="a right-hand MANO file (.pkl/.npz); default: procedural")
+    parser.add_argument("--size", type=int, default=IMAGE_SIZE, help="image side in pixels")
+    parser.add_argument("--batch", type=int, default=32, help="hands rendered per call")
+    parser.add_argument("--viewpoints", choices=VIEWPOINTS, default="freihand",
+                        help="global rotations as in FreiHAND (default) or uniform on SO(3)")
+    args = parser.parse_args(argv)
+    num_eval = max(1, args.num // 10) if args.num_eval is None else args.num_eval
+    try:
+        model = mano_jax.load_model(args.model) if args.model else None
+        info = generate(args.out, args.num, num_eval, seed=args.seed, model=model,
+                        model_path=args.model, image_size=args.size, batch_size=args.batch,
+                        viewpoints=args.viewpoints)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"datasets.synthetic: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {info['num_train']} training and {info['num_eval']} evaluation samples to "
+          f"{args.out} ({info['images_per_second']} images/s)")
+    return 0
+
