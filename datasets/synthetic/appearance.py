@@ -187,14 +187,14 @@ def vertex_albedo(rng, tone, layout: SurfaceLayout) -> np.ndarray:
 def pixel_albedo(albedo, static, texture, jitter, depth):
     """Per-pixel skin colour (N, 3) from interpolated vertex albedo (N, 3) and static channels
     (N, STATIC_CHANNELS) (see `SurfaceLayout`); texture: (T, T) float32 fine noise in [-1, 1];
-    jitter: (N, 3) palm-line offsets (normalised palm units, `sample_skin`); depth: (N,) crease
-    darkness in [0, 1]. Returns (albedo (N, 3), crease (N,) in [0, 1], nail (N,) in [0, 1])."""
+    jitter: (3,) or (N, 3) palm-line offsets (normalised palm units, `sample_skin`); depth: scalar
+    or (N,) crease darkness in [0, 1]. Returns (albedo (N, 3), crease (N,) in [0, 1], nail (N,) in [0, 1])."""
     palm, d, w_back, w_palm, a, b, nail_e = (static[:, i] for i in range(7))
     # Finger creases: sharp palm-side lines; bundles of fine wrinkles on the knuckles.
     flex = w_palm * np.exp(-(d / 0.7) ** 2)
     wrinkles = w_back * np.exp(-(d / 3.0) ** 2) * (0.5 + 0.5 * np.cos(d * (2 * np.pi / 1.6)))
     # Palm lines (normalised palm coordinates); a small per-sample offset moves them.
-    j = jitter.T
+    j = np.asarray(jitter).T
     pw = np.clip(palm * 2.5, 0, 1)
     heart = np.where((b > -0.55) & (b < 0.25),
                      np.exp(-((a - (0.74 + j[0] + 0.12 * np.clip((b + 0.5) / 0.7, 0, 1) ** 1.5))

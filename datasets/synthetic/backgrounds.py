@@ -1,5 +1,6 @@
-"""Backgrounds: photographs and procedural natural textures, cropped, rotated, scaled, put in
-perspective, blurred and colour-jittered per sample, so a small bank still gives variety.
+"""Backgrounds: photographs and procedural natural textures, rotated, scaled, put in perspective
+and blurred (once per process: `variants`), then cropped, flipped, turned and colour-jittered per
+sample (`background`), so a small bank still gives variety.
 
 Photographs: scikit-image's bundled sample images (PHOTOS) whose own licences allow
 redistribution (CC0 or public domain, per skimage.data's docstrings): read from the installed
@@ -102,33 +103,60 @@ def bank(use_photos: bool = True) -> tuple:
     return tuple(images)
 
 
-def background(rng, images, size) -> np.ndarray:
-    """One (size, size, 3) float32 background in [0, 1] from the bank `images`: a random image
-    under a random similarity (rotation, scale, translation; the view stays inside the image) and a mild
-    perspective tilt, optional defocus blur, per-channel gain, gamma and an illumination
-    gradient."""
-    src = images[rng.integers(len(images))]
+VARIANTS = 6  # warped versions of each bank image, made once per image size
+VARIANT_SCALE = 1.4  # a variant's side / the image side: room for random crops
+
+
+@functools.lru_cache(maxsize=4)
+def variants(size: int, use_photos: bool = True) -> tuple:
+    """Warped versions of every `bank` image (VARIANTS each, (VARIANT_SCALE * size)^2 uint8):
+    rotation, scale, a perspective tilt and, for half of them, a defocus blur. Made once per
+    process and size from BANK_SEED, so each sample only crops and recolours (cheap)."""
+    rng = np.random.default_rng(BANK_SEED + size)
+    side = int(VARIANT_SCALE * size)
+    out = []
+    for src in bank(use_photos):
+        for _ in range(VARIANTS):
+            out.append(warp(rng, src, side))
+    return tuple(out)
+
+
+def warp(rng, src, side) -> np.ndarray:
+    """(side, side, 3) uint8: `src` (S, S, 3) under a random rotation, scale and perspective
+    tilt about a random centre (the view stays inside `src`), blurred half of the time, lit by a
+    linear illumination gradient."""
     S = src.shape[0]
     angle = rng.uniform(0, 2 * np.pi)
-    zoom = rng.uniform(0.3, 1.0) * S / (1.5 * size)  # source pixels per output pixel
-    tilt = rng.uniform(-0.6, 0.6, 2) / size  # perspective terms (projective row)
+    zoom = rng.uniform(0.35, 1.0) * S / (1.5 * side)  # source pixels per output pixel
+    g, h = rng.uniform(-0.25, 0.25, 2) / side  # perspective terms (projective row)
     c, s = np.cos(angle) * zoom, np.sin(angle) * zoom
-    half = size / 2
-    reach = zoom * size * 0.75
+    half = side / 2
+    reach = zoom * side * 0.75
     cx, cy = rng.uniform(min(reach, S / 2), max(S - reach, S / 2), 2)
-    # output (x, y) -> source ((a x + b y + c) / (g x + h y + 1), ...), centred at the output centre
-    a, b, d, e = c, -s, s, c
-    g, h = tilt
-    tx = cx - a * half - b * half
-    ty = cy - d * half - e * half
-    coeffs = (a + tx * g, b + tx * h, tx, d + ty * g, e + ty * h, ty, g, h)
-    img = Image.fromarray(src).transform((size, size), Image.PERSPECTIVE, coeffs, Image.BILINEAR)
+    # output (x, y) -> source (((c x - s y) + tx (1 + g x + h y)) / (1 + g x + h y), ...)
+    tx = cx - (c - s) * half
+    ty = cy - (s + c) * half
+    coeffs = (c + tx * g, -s + tx * h, tx, s + ty * g, c + ty * h, ty, g, h)
+    img = Image.fromarray(src).transform((side, side), Image.PERSPECTIVE, coeffs, Image.BILINEAR)
     if rng.uniform() < 0.5:
-        img = img.filter(ImageFilter.BoxBlur(rng.uniform(0.5, 3.0)))
-    out = np.asarray(img, np.float32) * (1.0 / 255.0)
-    gain = rng.uniform(0.6, 1.25) * rng.uniform(0.85, 1.15, 3).astype(np.float32)
-    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
-    gx, gy = rng.uniform(-0.5, 0.5, 2).astype(np.float32)
-    light = 1.0 + gx * ramp[None, :, None] + gy * ramp[:, None, None]
-    out = np.clip(out * (gain * light), 0, 1) ** np.float32(rng.uniform(0.8, 1.25))
-    return out
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.7, 3.0)))
+    ramp = np.linspace(-0.5, 0.5, side, dtype=np.float32)
+    gx, gy = rng.uniform(-0.6, 0.6, 2).astype(np.float32)
+    light = 1.0 + gx * ramp[None, :, None] + gy * ramp[:, None, None]  # uneven illumination
+    return np.clip(np.asarray(img, np.float32) * light + 0.5, 0, 255).astype(np.uint8)
+
+
+def background(rng, images, size) -> np.ndarray:
+    """One (size, size, 3) uint8 background from warped bank images (`variants`): a random crop
+    under one of the 8 flips/quarter turns, recoloured by a per-channel gain and gamma (one
+    lookup table)."""
+    src = images[rng.integers(len(images))]
+    o = rng.integers(0, src.shape[0] - size + 1, 2)
+    crop = src[o[0]:o[0] + size, o[1]:o[1] + size]
+    k = rng.integers(8)
+    crop = np.rot90(crop[:, ::-1] if k >= 4 else crop, k % 4)
+    gain = rng.uniform(0.6, 1.25) * rng.uniform(0.85, 1.15, 3)
+    gamma = rng.uniform(0.8, 1.25)
+    lut = np.clip(np.linspace(0, 1, 256)[None, :] * gain[:, None], 0, 1) ** gamma  # (3, 256)
+    lut = (lut * 255 + 0.5).astype(np.uint8).reshape(-1).tolist()
+    return np.array(Image.fromarray(np.ascontiguousarray(crop)).point(lut))

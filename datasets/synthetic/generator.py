@@ -66,8 +66,13 @@ class Scene:
         self.faces = np.asarray(model.faces, np.int64)
         self.num_vertices = int(model.v_template.shape[0])
         self.ring = hands.wrist_ring(self.faces)
-        self.bank = backgrounds.bank(use_photos)
-        self.photos = len(self.bank) - len(backgrounds.PROCEDURAL)
+        verts = np.asarray(model.v_template, np.float64)
+        tri = verts[self.faces]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        # +1 when counter-clockwise faces face outwards (MANO's), for back-face culling
+        self.outward = 1.0 if np.mean(np.einsum("fi,fi->f", n, tri.mean(1) - verts.mean(0)) > 0) > 0.5 else -1.0
+        self.photos = len(backgrounds.bank(use_photos)) - len(backgrounds.PROCEDURAL)
+        self.bank = backgrounds.variants(size, use_photos)
         rng = np.random.default_rng(NOISE_SEED)
         self.grain = backgrounds.fractal_noise(rng, 256, 3, 64)
         self.noise = rng.standard_normal((2 * size, 2 * size, 3)).astype(np.float32)
@@ -114,12 +119,11 @@ def _render_batch(scene: Scene, rngs, viewpoints):
             all_verts, all_faces = verts_cam, scene.faces
         Vt = all_verts.shape[1]
     with _stage("rasterise (JAX)"):
-        face_index, bary, normals = rasterize_hands(all_verts, all_faces, K, size)
+        face_index, bary, normals = rasterize_hands(all_verts, all_faces, K, size, scene.outward)
     with _stage("per-sample looks"):
         # Drawn in a fixed order from each sample's generator.
-        dynamic = np.empty((B, Vt, 9), np.float32)  # albedo, normal, position
+        dynamic = np.empty((B, Vt, 6), np.float32)  # albedo, normal
         dynamic[:, :, 3:6] = normals
-        dynamic[:, :, 6:9] = all_verts
         jitter = np.empty((B, 3), np.float32)
         depth = np.empty((B,), np.float32)
         sleeve = np.zeros((B, 3), np.float32)  # sleeve colour, or 0 for a bare forearm
@@ -136,41 +140,48 @@ def _render_batch(scene: Scene, rngs, viewpoints):
         flat = face_index.reshape(-1)
         pix = np.flatnonzero(flat >= 0)
         image = pix // (size * size)
+        bounds = np.searchsorted(image, np.arange(B + 1))
         w = bary.reshape(-1, 3)[pix]
-        corner = all_faces[flat[pix]]
-        st = sum(w[:, k:k + 1] * static[corner[:, k]] for k in range(3))
-        corner += (image * Vt)[:, None]
-        dyn = dynamic.reshape(-1, 9)
-        px = sum(w[:, k:k + 1] * dyn[corner[:, k]] for k in range(3))
-    with _stage("skin + shading"):
-        colour, crease, nail = appearance.pixel_albedo(px[:, 0:3], st, scene.grain, jitter[image],
-                                                        depth[image])
-        on_sleeve = (st[:, 7] > 0.5) & (sleeve[image, 0] > 0)
-        grain = scene.grain[(pix[on_sleeve] // size) % 256, pix[on_sleeve] % 256]
-        colour[on_sleeve] = sleeve[image[on_sleeve]] * (1 + 0.08 * grain)[:, None]
-        gloss = (1 - 0.6 * crease) * (1 + 2.0 * nail) * np.where(on_sleeve, 0.15, 1.0)
-        light = {k: v[image] for k, v in shading.stack_lights(lights).items()}
-        shaded = shading.shade(colour, px[:, 3:6], px[:, 6:9], light, gloss.astype(np.float32))
-    with _stage("backgrounds"):
-        rgb = np.empty((B, size, size, 3), np.float32)
-        for i, r in enumerate(rngs):
-            rgb[i] = backgrounds.background(r, scene.bank, size)
-        rgb.reshape(-1, 3)[pix] = shaded
-    with _stage("occluders + noise + blur"):
-        mask = (face_index >= 0) & (face_index < len(scene.faces))
-        uv = camera.project(joints_cam, K)
-        for i, r in enumerate(rngs):
+        corner = all_faces[flat[pix]] + (image * Vt)[:, None]
+        table = np.concatenate([dynamic, np.broadcast_to(static, (B,) + static.shape)], -1)
+        table = table.reshape(B * Vt, -1)
+        px = sum(w[:, k:k + 1] * table[corner[:, k]] for k in range(3))
+    out = np.empty((B, size, size, 3), np.uint8)
+    mask = (face_index >= 0) & (face_index < len(scene.faces))
+    uv = camera.project(joints_cam, K)
+    for i, r in enumerate(rngs):
+        sl = slice(bounds[i], bounds[i + 1])
+        local = pix[sl] - i * size * size
+        with _stage("skin + shading"):
+            st = px[sl, 6:]
+            colour, crease, nail = appearance.pixel_albedo(px[sl, 0:3], st, scene.grain,
+                                                            jitter[i], depth[i])
+            gloss = (1 - 0.6 * crease) * (1 + 2.0 * nail)
+            if sleeve[i, 0] > 0:
+                on = st[:, 7] > 0.5
+                grain = scene.grain[(local[on] // size) % 256, local[on] % 256]
+                colour[on] = sleeve[i] * (1 + 0.08 * grain)[:, None]
+                gloss[on] = 0.15
+            ray = np.stack([(local % size - K[i, 0, 2]) / K[i, 0, 0],
+                            (local // size - K[i, 1, 2]) / K[i, 1, 1],
+                            np.ones(len(local))], 1).astype(np.float32)
+            shaded = shading.shade(colour, px[sl, 3:6], ray, lights[i], gloss)
+        with _stage("backgrounds"):
+            canvas = backgrounds.background(r, scene.bank, size)
+            canvas.reshape(-1, 3)[local] = (np.clip(shaded, 0, 1) * 255 + 0.5).astype(np.uint8)
+        with _stage("occluders + noise + blur"):
             occ = occluders.occluder(r, scene.bank, uv[i], size)
             if occ is not None:
-                rgb[i][occ[1]] = occ[0][occ[1]]
+                canvas[occ[1]] = occ[0][occ[1]]
                 mask[i] &= ~occ[1]
-            o = r.integers(0, size, 2)
-            sigma = np.float32(r.uniform(0.0, 0.025))
-            rgb[i] += sigma * scene.noise[o[0]:o[0] + size, o[1]:o[1] + size]
-        out = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
-        for i, r in enumerate(rngs):  # camera softness: hard render edges are not photographic
-            if r.uniform() < 0.5:
-                out[i] = np.asarray(Image.fromarray(out[i]).filter(ImageFilter.BoxBlur(0.5)))
+            sigma = r.uniform(-2.0, 6.0)  # 8-bit levels; none for a quarter of the images
+            if sigma > 0:
+                o = r.integers(0, size, 2)
+                noisy = canvas + sigma * scene.noise[o[0]:o[0] + size, o[1]:o[1] + size]
+                canvas = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+            if r.uniform() < 0.5:  # camera softness: hard render edges are not photographic
+                canvas = np.asarray(Image.fromarray(canvas).filter(ImageFilter.BoxBlur(0.5)))
+            out[i] = canvas
     scale_bone = np.linalg.norm(joints[:, 10] - joints[:, 9], axis=-1)
     f = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
     mano = np.concatenate([pose, betas, uv[:, 9], (f / joints_cam[:, 9, 2])[:, None]], 1)

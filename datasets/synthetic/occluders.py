@@ -14,7 +14,7 @@ def occluder(rng, images, keypoints_uv, size, probability=PROBABILITY):
     """An occluder layer for one image, or None (no occlusion).
 
     images: the background bank (textures for the objects); keypoints_uv: (21, 2) the hand's
-    projected keypoints, so objects land on the hand. Returns (rgb (size, size, 3) float32,
+    projected keypoints, so objects land on the hand. Returns (rgb (size, size, 3) uint8,
     alpha (size, size) bool)."""
     if rng.uniform() >= probability:
         return None
@@ -53,4 +53,4 @@ def occluder(rng, images, keypoints_uv, size, probability=PROBABILITY):
     ramp = np.linspace(1.15, 0.75, size, dtype=np.float32)
     shading = ramp[:, None] if rng.uniform() < 0.5 else ramp[None, :]
     rgb = (mix * colour + (1 - mix) * tex) * shading[..., None]
-    return np.clip(rgb, 0, 1), alpha
+    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), alpha

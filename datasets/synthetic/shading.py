@@ -1,9 +1,8 @@
 """The generator's own shading: a key light, a fill light and a sky/ground ambient, with wrapped
 diffuse (skin scatters light past the terminator) and Blinn-Phong highlights, per pixel.
 
-Works on compacted pixels (N,) of a whole batch, numpy float32; per-image light parameters are
-gathered per pixel by the caller. Shadows: a cheap contact term darkens pixels whose surface
-faces away from the key light beyond the wrap (self-shadowing of the lit side is not traced).
+Works on the covered pixels (N,) of one image, numpy float32. No cast shadows are traced: the
+wrapped diffuse, the fill and the hemispheric ambient give soft form shading instead.
 """
 from __future__ import annotations
 
@@ -55,31 +54,32 @@ def sample_lights(rng) -> Lights:
                   rng.uniform(12.0, 40.0))
 
 
-def stack_lights(lights) -> dict:
-    """A list of B `Lights` -> dict of (B, ...) float32 arrays with the same field names."""
-    return {name: np.asarray([getattr(l, name) for l in lights], np.float32)
-            for name in Lights._fields}
+def _dot(a, b):
+    return a[:, 0] * b[0] + a[:, 1] * b[1] + a[:, 2] * b[2]
 
 
-def shade(albedo, normal, position, lights, gloss):
-    """Per-pixel colour (N, 3) in [0, 1] (before clipping it may exceed 1).
+def shade(albedo, normal, ray, lights: Lights, gloss):
+    """Per-pixel colour (N, 3) (may exceed 1 before clipping) for one image.
 
-    albedo: (N, 3); normal: (N, 3) interpolated vertex normals (any length); position: (N, 3)
-    camera-frame surface points; lights: dict of per-pixel (N, ...) arrays (`stack_lights`
-    gathered by image); gloss: (N,) specular multiplier (skin ~1, nails ~3, creases less).
+    albedo: (N, 3); normal: (N, 3) interpolated vertex normals (any length); ray: (N, 3)
+    camera-frame direction from the camera through each pixel (any length); lights: the image's
+    `Lights`; gloss: (N,) specular multiplier (skin ~1, nails ~3, creases and cloth less).
     Normals are turned towards the camera (both sides of a face are lit alike)."""
-    view = -position / np.linalg.norm(position, axis=1, keepdims=True)
-    n = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-    n *= np.where(np.einsum("ij,ij->i", n, view) < 0, -1.0, 1.0).astype(np.float32)[:, None]
-    key_l, fill_l = lights["key_dir"], lights["fill_dir"]
-    n_key = np.einsum("ij,ij->i", n, key_l)
+    view = -ray / np.sqrt(np.sum(ray * ray, axis=1, keepdims=True))
+    n = normal / np.maximum(np.sqrt(np.sum(normal * normal, axis=1, keepdims=True)), 1e-12)
+    flip = np.where(np.sum(n * view, axis=1) < 0, np.float32(-1), np.float32(1))
+    n *= flip[:, None]
+    key_l = lights.key_dir.astype(np.float32)
+    n_key = _dot(n, key_l)
     diffuse_key = np.maximum((n_key + WRAP) / (1 + WRAP), 0)
-    diffuse_fill = np.maximum((np.einsum("ij,ij->i", n, fill_l) + WRAP) / (1 + WRAP), 0)
-    up = 0.5 - 0.5 * n[:, 1]  # 1 facing up (-y), 0 facing down
-    ambient = lights["ambient_sky"] * up[:, None] + lights["ambient_ground"] * (1 - up)[:, None]
-    light = (ambient + lights["key"] * diffuse_key[:, None] + lights["fill"] * diffuse_fill[:, None])
-    half = key_l + view
-    half /= np.linalg.norm(half, axis=1, keepdims=True)
-    n_half = np.maximum(np.einsum("ij,ij->i", n, half), 0)
-    spec = lights["specular"] * gloss * np.where(n_key > 0, n_half ** lights["shininess"], 0)
-    return albedo * light + spec[:, None] * lights["key"]
+    diffuse_fill = np.maximum((_dot(n, lights.fill_dir.astype(np.float32)) + WRAP) / (1 + WRAP), 0)
+    up = (0.5 - 0.5 * n[:, 1])[:, None]  # 1 facing up (-y), 0 facing down
+    sky, ground = (lights.ambient_sky.astype(np.float32), lights.ambient_ground.astype(np.float32))
+    light = (ground + up * (sky - ground) + diffuse_key[:, None] * lights.key.astype(np.float32)
+             + diffuse_fill[:, None] * lights.fill.astype(np.float32))
+    half = view + key_l
+    half /= np.sqrt(np.sum(half * half, axis=1, keepdims=True))
+    n_half = np.maximum(np.sum(n * half, axis=1), 0)
+    spec = np.float32(lights.specular) * gloss * np.where(
+        n_key > 0, n_half ** np.float32(lights.shininess), 0)
+    return albedo * light + spec[:, None] * lights.key.astype(np.float32)
