@@ -190,28 +190,37 @@ def pixel_albedo(albedo, static, texture, jitter, depth):
     jitter: (3,) or (N, 3) palm-line offsets (normalised palm units, `sample_skin`); depth: scalar
     or (N,) crease darkness in [0, 1]. Returns (albedo (N, 3), crease (N,) in [0, 1], nail (N,) in [0, 1])."""
     palm, d, w_back, w_palm, a, b, nail_e = (static[:, i] for i in range(7))
+    crease = np.zeros(len(palm), np.float32)
     # Finger creases: sharp palm-side lines; bundles of fine wrinkles on the knuckles.
-    flex = w_palm * np.exp(-(d / 0.7) ** 2)
-    wrinkles = w_back * np.exp(-(d / 3.0) ** 2) * (0.5 + 0.5 * np.cos(d * (2 * np.pi / 1.6)))
+    k = np.flatnonzero(w_back + w_palm > 0.01)
+    dk = d[k]
+    flex = w_palm[k] * np.exp(-(dk / 0.7) ** 2)
+    wrinkles = w_back[k] * np.exp(-(dk / 3.0) ** 2) * (0.5 + 0.5 * np.cos(dk * (2 * np.pi / 1.6)))
+    crease[k] = 0.8 * flex + 0.35 * wrinkles
     # Palm lines (normalised palm coordinates); a small per-sample offset moves them.
-    j = np.asarray(jitter).T
-    pw = np.clip(palm * 2.5, 0, 1)
-    heart = np.where((b > -0.55) & (b < 0.25),
-                     np.exp(-((a - (0.74 + j[0] + 0.12 * np.clip((b + 0.5) / 0.7, 0, 1) ** 1.5))
-                              / 0.012) ** 2), 0.0)
-    head = np.where((b > -0.3 + j[1]) & (b < 0.5),
-                    np.exp(-((a - (0.70 + j[1] - 0.22 * (0.5 - b) / 0.8)) / 0.012) ** 2), 0.0)
-    life_b = 0.12 + j[2] + 0.36 * np.sqrt(np.clip((a - 0.05) / 0.65, 0, 1))
-    life = np.where((a > 0.08) & (a < 0.72), np.exp(-((b - life_b) / 0.012) ** 2), 0.0)
-    lines = pw * np.maximum(np.maximum(heart, head), life) * (a < 1.0)
-    crease = np.clip(np.maximum(flex, lines) * 0.8 + 0.35 * wrinkles, 0, 1)
+    j = np.asarray(jitter, np.float32).T
+    k = np.flatnonzero((palm > 0.05) & (a > 0.05) & (a < 1.0))
+    if len(k):
+        if j.ndim > 1:
+            j = j[:, k]
+        ak, bk = a[k], b[k]
+        heart = np.where((bk > -0.55) & (bk < 0.25), np.exp(-((ak - (
+            0.74 + j[0] + 0.12 * np.clip((bk + 0.5) / 0.7, 0, 1) ** 1.5)) / 0.012) ** 2), 0.0)
+        head = np.where((bk > -0.3 + j[1]) & (bk < 0.5),
+                        np.exp(-((ak - (0.70 + j[1] - 0.22 * (0.5 - bk) / 0.8)) / 0.012) ** 2), 0.0)
+        life_b = 0.12 + j[2] + 0.36 * np.sqrt(np.clip((ak - 0.05) / 0.65, 0, 1))
+        life = np.where(ak < 0.72, np.exp(-((bk - life_b) / 0.012) ** 2), 0.0)
+        lines = np.clip(palm[k] * 2.5, 0, 1) * np.maximum(np.maximum(heart, head), life)
+        crease[k] = np.maximum(crease[k], 0.8 * lines)
+    np.clip(crease, 0, 1, out=crease)
     # Skin texture: fine noise at the rest-pose palm coordinates.
     T = texture.shape[0]
     ti = (a * 211.0).astype(np.int64) % T
     tj = (b * 173.0 + d * 3.1).astype(np.int64) % T
-    grain = texture[ti, tj]
-    shade = (1 - depth * crease) * (1 + 0.05 * grain)
-    colour = albedo * shade[:, None]
-    nail = np.clip((1.0 - nail_e) * 6.0, 0, 1) * (palm < -0.1)
-    colour = colour + nail[:, None] * (0.45 * colour + 0.55 * NAIL_COLOUR - colour)
+    shade = (1 - depth * crease) * (1 + 0.05 * texture[ti, tj])
+    colour = albedo * shade[:, None].astype(np.float32)
+    nail = np.zeros(len(palm), np.float32)
+    k = np.flatnonzero((nail_e < 1.0) & (palm < -0.1))
+    nail[k] = np.clip((1.0 - nail_e[k]) * 6.0, 0, 1)
+    colour[k] += nail[k, None] * (0.45 * colour[k] + 0.55 * NAIL_COLOUR - colour[k])
     return colour, crease, nail

@@ -34,6 +34,7 @@ INFO_NAME = "synthetic_info.json"
 # photographic + procedural backgrounds, textured occluders, whole hand in frame.
 GENERATOR_VERSION = 3
 VIEWPOINTS = camera.VIEWPOINTS
+LABELS = ("K", "xyz", "verts", "mano", "scale")  # written as <split>_<name>.json
 SLEEVE_PROBABILITY = 0.5
 NOISE_SEED = 7
 # CPU seconds spent per stage since the process started (bench/synthetic_bench.py prints them).
@@ -92,7 +93,14 @@ def _static_table(layout, num_arm, ring_size):
 
 def _render_batch(scene: Scene, rngs, viewpoints):
     """Samples and renders one batch. Returns (rgb (B, S, S, 3) uint8, mask (B, S, S) bool,
-    labels dict of (B, ...) arrays).
+    labels dict of (B, ...) arrays). See `_geometry` and `_picture`."""
+    return _picture(scene, rngs, _geometry(scene, rngs, viewpoints))
+
+
+def _geometry(scene: Scene, rngs, viewpoints) -> dict:
+    """Hands, cameras, forearms and the rasterised fragments of one batch (the first draws of
+    each sample's generator; `_picture` makes the rest, so the two may run for different
+    batches at once).
 
     Labels use FreiHAND's pixel convention (pixel (row r, col c) centred at (u, v) = (c, r));
     `rasterize_hands` renders in it, so every label lies exactly on the pixel that shows its
@@ -120,10 +128,23 @@ def _render_batch(scene: Scene, rngs, viewpoints):
         Vt = all_verts.shape[1]
     with _stage("rasterise (JAX)"):
         face_index, bary, normals = rasterize_hands(all_verts, all_faces, K, size, scene.outward)
+    return dict(pose=pose, betas=betas, joints=joints, K=K, verts_cam=verts_cam,
+                joints_cam=joints_cam, all_verts=all_verts, all_faces=all_faces,
+                face_index=face_index, bary=bary, normals=normals)
+
+
+def _picture(scene: Scene, rngs, geo: dict):
+    """Skin, light, background, occluders and noise of one batch from its `_geometry`.
+    Returns what `_render_batch` does."""
+    size, V, B = scene.size, scene.num_vertices, len(rngs)
+    pose, betas, joints, K = geo["pose"], geo["betas"], geo["joints"], geo["K"]
+    verts_cam, joints_cam, all_verts = geo["verts_cam"], geo["joints_cam"], geo["all_verts"]
+    all_faces, face_index, bary = geo["all_faces"], geo["face_index"], geo["bary"]
+    Vt = all_verts.shape[1]
     with _stage("per-sample looks"):
         # Drawn in a fixed order from each sample's generator.
         dynamic = np.empty((B, Vt, 6), np.float32)  # albedo, normal
-        dynamic[:, :, 3:6] = normals
+        dynamic[:, :, 3:6] = geo["normals"]
         jitter = np.empty((B, 3), np.float32)
         depth = np.empty((B,), np.float32)
         sleeve = np.zeros((B, 3), np.float32)  # sleeve colour, or 0 for a bare forearm
@@ -145,7 +166,12 @@ def _render_batch(scene: Scene, rngs, viewpoints):
         corner = all_faces[flat[pix]] + (image * Vt)[:, None]
         table = np.concatenate([dynamic, np.broadcast_to(static, (B,) + static.shape)], -1)
         table = table.reshape(B * Vt, -1)
-        px = sum(w[:, k:k + 1] * table[corner[:, k]] for k in range(3))
+        px = np.take(table, corner[:, 0], axis=0)
+        px *= w[:, 0:1]
+        for k in (1, 2):
+            term = np.take(table, corner[:, k], axis=0)
+            term *= w[:, k:k + 1]
+            px += term
     out = np.empty((B, size, size, 3), np.uint8)
     mask = (face_index >= 0) & (face_index < len(scene.faces))
     uv = camera.project(joints_cam, K)
@@ -225,31 +251,47 @@ def generate(out_dir, num_train, num_eval=0, *, seed=0, model=None, model_path=N
     start = time.perf_counter()
     total = num_train + num_eval
     bar = tqdm(total=total, desc="synthetic hands", unit="img", disable=not progress)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        for split, count in (("training", num_train), ("evaluation", num_eval)):
-            if count == 0:
-                continue
+    batches = [(split, range(first, min(first + batch_size, count)))
+               for split, count in (("training", num_train), ("evaluation", num_eval))
+               for first in range(0, count, batch_size)]
+    labels = {split: {k: [] for k in LABELS} for split in SPLITS}
+    pending = []
+
+    def rngs_of(split, idx):
+        return [np.random.default_rng([seed, SPLITS[split], i]) for i in idx]
+
+    # The next batch's geometry (JAX, which releases the GIL) runs beside this batch's picture.
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
+            concurrent.futures.ThreadPoolExecutor(1) as ahead:
+        rngs = rngs_of(*batches[0])
+        future = ahead.submit(_geometry, scene, rngs, viewpoints)
+        for k, (split, idx) in enumerate(batches):
+            geo = future.result()
+            if k + 1 < len(batches):
+                next_rngs = rngs_of(*batches[k + 1])
+                future = ahead.submit(_geometry, scene, next_rngs, viewpoints)
+            rgb, mask, lab = _picture(scene, rngs, geo)
             for sub in ("rgb", "mask"):
                 os.makedirs(os.path.join(out_dir, split, sub), exist_ok=True)
-            labels = {k: [] for k in ("K", "xyz", "verts", "mano", "scale")}
-            pending = []
-            for first in range(0, count, batch_size):
-                idx = range(first, min(first + batch_size, count))
-                rngs = [np.random.default_rng([seed, SPLITS[split], i]) for i in idx]
-                rgb, mask, lab = _render_batch(scene, rngs, viewpoints)
-                for j, i in enumerate(idx):
-                    pending.append(pool.submit(
-                        _write_image, os.path.join(out_dir, split, "rgb", f"{i:08d}.jpg"), rgb[j]))
-                    pending.append(pool.submit(
-                        _write_image, os.path.join(out_dir, split, "mask", f"{i:08d}.jpg"),
-                        mask[j].astype(np.uint8) * 255))
-                for k in labels:
-                    labels[k].extend(np.asarray(lab[k]).tolist())
-                bar.update(len(idx))
-            for fut in pending:
-                fut.result()
-            for k, values in labels.items():
-                _write_json(os.path.join(out_dir, f"{split}_{k}.json"), values)
+            for j, i in enumerate(idx):
+                pending.append(pool.submit(
+                    _write_image, os.path.join(out_dir, split, "rgb", f"{i:08d}.jpg"), rgb[j]))
+                pending.append(pool.submit(
+                    _write_image, os.path.join(out_dir, split, "mask", f"{i:08d}.jpg"),
+                    mask[j].astype(np.uint8) * 255))
+            with _stage("JSON"):
+                for name in LABELS:
+                    labels[split][name].extend(np.round(lab[name], 8).tolist())
+            bar.update(len(idx))
+            if k + 1 < len(batches):
+                rngs = next_rngs
+        for fut in pending:
+            fut.result()
+    with _stage("JSON"):
+        for split, values in labels.items():
+            if values["K"]:
+                for name, value in values.items():
+                    _write_json(os.path.join(out_dir, f"{split}_{name}.json"), value)
     bar.close()
     seconds = time.perf_counter() - start
     info = dict(generator="datasets.synthetic", version=GENERATOR_VERSION, seed=seed,
