@@ -70,8 +70,10 @@ class Scene:
         verts = np.asarray(model.v_template, np.float64)
         tri = verts[self.faces]
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        # +1 when counter-clockwise faces face outwards (MANO's), for back-face culling
-        self.outward = 1.0 if np.mean(np.einsum("fi,fi->f", n, tri.mean(1) - verts.mean(0)) > 0) > 0.5 else -1.0
+        # Back-face culling needs a closed surface: the hand closed by the capped forearm. +1
+        # when counter-clockwise faces face outwards (MANO's).
+        out = np.mean(np.einsum("fi,fi->f", n, tri.mean(1) - verts.mean(0)) > 0) > 0.5
+        self.outward = (1.0 if out else -1.0) if len(self.ring) else None
         self.photos = len(backgrounds.bank(use_photos)) - len(backgrounds.PROCEDURAL)
         self.bank = backgrounds.variants(size, use_photos)
         rng = np.random.default_rng(NOISE_SEED)

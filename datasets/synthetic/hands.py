@@ -92,25 +92,31 @@ def wrist_ring(faces) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def forearm_faces(ring_size: int, num_vertices: int) -> np.ndarray:
-    """(2 * R * len(FOREARM_RINGS), 3) faces of the tube: ring k of R new vertices is numbered
-    num_vertices + k * R + i; ring -1 is the wrist ring itself (indices filled by the caller)."""
+    """(2 * R * len(FOREARM_RINGS) + R, 3) faces of the capped tube: ring k of R new vertices is
+    numbered num_vertices + k * R + i, then one cap centre; ring -1 is the wrist ring itself
+    (indices filled by the caller)."""
     faces = []
-    for k in range(len(FOREARM_RINGS)):
+    n = len(FOREARM_RINGS)
+    for k in range(n):
         for i in range(ring_size):
             j = (i + 1) % ring_size
             a, b = (k - 1) * ring_size + i, (k - 1) * ring_size + j
             c, d = k * ring_size + i, k * ring_size + j
             faces += [(a, c, b), (b, c, d)]
+    centre = n * ring_size
+    for i in range(ring_size):  # the cap closes the surface (back-face culling stays exact)
+        faces.append(((n - 1) * ring_size + i, centre, (n - 1) * ring_size + (i + 1) % ring_size))
     return np.asarray(faces, np.int64) + num_vertices
 
 
 def forearm_mesh(vertices, joints, ring, num_vertices):
-    """Forearm vertices (B, R * len(FOREARM_RINGS), 3) and faces (F', 3) for posed hands.
+    """Forearm vertices (B, R * len(FOREARM_RINGS) + 1, 3) and faces (F', 3) for posed hands.
 
     vertices: (B, V, 3) posed hands; joints: (B, 21, 3) (0 wrist, 9 middle-finger base); ring:
     `wrist_ring` indices. The tube's axis leaves the ring's centre away from keypoint 9 along the
     ring's plane normal; ring k is the wrist ring scaled by its radius factor about the centre and
-    moved FOREARM_RINGS[k][0] metres along the axis."""
+    moved FOREARM_RINGS[k][0] metres along the axis; the last vertex is the centre of the cap
+    that closes the far end."""
     R = len(ring)
     loop = vertices[:, ring]  # (B, R, 3)
     centre = loop.mean(1, keepdims=True)
@@ -123,4 +129,5 @@ def forearm_mesh(vertices, joints, ring, num_vertices):
     # ring -1 (indices num_vertices - R .. num_vertices - 1) is the wrist ring itself
     wrist = (faces >= num_vertices - R) & (faces < num_vertices)
     faces[wrist] = ring[faces[wrist] - (num_vertices - R)]
+    rings.append(centre + FOREARM_RINGS[-1][0] * axis[:, None])
     return np.concatenate(rings, 1), faces

@@ -48,20 +48,22 @@ def front_facing(vertices_cam, faces, outward=1.0):
     return outward * np.einsum("bfi,bfi->bf", n, tri[:, :, 0]) < 0
 
 
-def rasterize_hands(vertices_cam, faces, K, size, outward=1.0):
+def rasterize_hands(vertices_cam, faces, K, size, outward=None):
     """Hard z-buffer rasterisation of a batch of closed meshes, and their vertex normals.
 
     vertices_cam: (B, V, 3) metres, camera frame; faces: (F, 3) int; K: (B, 3, 3), pixel (c, r)
-    centred at (c, r); size: the square image side; outward: see `front_facing` (faces turned
-    away are not drawn, which changes nothing where the surface is closed). Returns numpy
+    centred at (c, r); size: the square image side; outward: None for an open mesh (both sides
+    drawn), else see `front_facing`: faces turned away are not drawn, which changes nothing for a
+    closed surface. Returns numpy
     (face_index (B, size, size) int32 into `faces`, -1 = background; barycentrics
     (B, size, size, 3) float32, perspective-correct, in the order of the face's vertices;
     normals (B, V, 3) float32 unit area-weighted vertex normals)."""
     faces = np.ascontiguousarray(faces, np.int64)
     soup_vertex, soup_faces = _soup(faces.tobytes(), len(faces))
     soup = np.asarray(vertices_cam, np.float32)[:, soup_vertex]  # (B, 3F, 3)
-    back = ~front_facing(vertices_cam, faces, outward)
-    soup.reshape(len(soup), -1, 3, 3)[back] = (0.0, 0.0, -1.0)  # behind the near plane
+    if outward is not None:
+        back = ~front_facing(vertices_cam, faces, outward)
+        soup.reshape(len(soup), -1, 3, 3)[back] = (0.0, 0.0, -1.0)  # behind the near plane
     frags = render.rasterize(jnp.asarray(soup), soup_faces,
                              jnp.asarray(render.pixel_centre_intrinsics(K), jnp.float32),
                              size, size, tile_size=TILE_SIZE, tiles_per_step=TILES_PER_STEP)
