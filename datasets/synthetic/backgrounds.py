@@ -17,10 +17,11 @@ import os
 import numpy as np
 from PIL import Image, ImageFilter
 
-# skimage.data files and licences: coffee, chelsea, camera, grass, gravel, brick (CC0),
-# rocket (public domain, SpaceX), hubble_deep_field (public domain, NASA).
+# skimage.data files and licences (their docstrings): coffee, chelsea, camera, grass, gravel,
+# brick (CC0); rocket (public domain, SpaceX). Left out: images of people, text, microscopy and
+# astronomy (not what is behind a hand in a photograph).
 PHOTOS = ("coffee.png", "chelsea.png", "camera.png", "grass.png", "gravel.png", "brick.png",
-          "rocket.jpg", "hubble_deep_field.jpg")
+          "rocket.jpg")
 PROCEDURAL = ("noise", "wood", "fabric", "marble", "noise", "wood", "fabric", "marble")
 BANK_SIZE = 384  # pixels: every bank image is resized/cropped to BANK_SIZE^2 RGB uint8
 BANK_SEED = 20261129
@@ -60,7 +61,9 @@ def procedural_texture(rng, kind, size) -> np.ndarray:
     """(size, size, 3) uint8 natural-looking texture of `kind` in PROCEDURAL."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     n = fractal_noise(rng, size)
-    c0, c1 = rng.uniform(0.1, 0.9, (2, 3)).astype(np.float32)
+    # muted, natural colours: a grey level plus a little saturation
+    grey = rng.uniform(0.15, 0.85, (2, 1))
+    c0, c1 = np.clip(grey + rng.uniform(0.1, 0.45, (2, 1)) * rng.uniform(-0.5, 0.5, (2, 3)), 0, 1)
     if kind == "noise":
         t = 0.5 + 0.5 * n
     elif kind == "wood":
