@@ -32,6 +32,7 @@ from datasets.synthetic import generator  # noqa: E402
 def stages(num, batch, size):
     """CPU ms per image of each stage of `generator._render_batch`, JPEG encoding and JSON."""
     scene = generator.Scene(mano_jax.procedural_model(), size)
+    generator.STAGE_TIMING = True
     generator.STAGE_SECONDS.clear()
     jpeg = json_s = 0.0
     for first in range(0, num, batch):
@@ -45,6 +46,7 @@ def stages(num, batch, size):
         t1 = time.process_time()
         json.dumps({k: np.round(labels[k], 8).tolist() for k in generator.LABELS})
         jpeg, json_s = jpeg + t1 - t0, json_s + time.process_time() - t1
+    generator.STAGE_TIMING = False
     rows = dict(generator.STAGE_SECONDS)
     rows["JPEG encode (rgb + mask)"] = jpeg
     rows["JSON labels"] = json_s

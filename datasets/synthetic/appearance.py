@@ -185,11 +185,11 @@ def vertex_albedo(rng, tone, layout: SurfaceLayout) -> np.ndarray:
 
 
 def pixel_albedo(albedo, static, texture, jitter, depth):
-    """Per-pixel skin colour (N, 3) from interpolated vertex albedo (N, 3) and static channels
-    (N, STATIC_CHANNELS) (see `SurfaceLayout`); texture: (T, T) float32 fine noise in [-1, 1];
+    """Per-pixel skin colour (3, N) from interpolated vertex albedo (3, N) and static channels
+    (STATIC_CHANNELS, N) (see `SurfaceLayout`), channel-major planes; texture: (T, T) float32 fine noise in [-1, 1];
     jitter: (3,) or (N, 3) palm-line offsets (normalised palm units, `sample_skin`); depth: scalar
-    or (N,) crease darkness in [0, 1]. Returns (albedo (N, 3), crease (N,) in [0, 1], nail (N,) in [0, 1])."""
-    palm, d, w_back, w_palm, a, b, nail_e = (static[:, i] for i in range(7))
+    or (N,) crease darkness in [0, 1]. Returns (albedo (3, N), crease (N,) in [0, 1], nail (N,) in [0, 1])."""
+    palm, d, w_back, w_palm, a, b, nail_e = static[:7]
     crease = np.zeros(len(palm), np.float32)
     # Finger creases: sharp palm-side lines; bundles of fine wrinkles on the knuckles.
     k = np.flatnonzero(w_back + w_palm > 0.01)
@@ -218,9 +218,10 @@ def pixel_albedo(albedo, static, texture, jitter, depth):
     ti = (a * 211.0).astype(np.int64) % T
     tj = (b * 173.0 + d * 3.1).astype(np.int64) % T
     shade = (1 - depth * crease) * (1 + 0.05 * texture[ti, tj])
-    colour = albedo * shade[:, None].astype(np.float32)
+    colour = albedo * shade.astype(np.float32)
     nail = np.zeros(len(palm), np.float32)
     k = np.flatnonzero((nail_e < 1.0) & (palm < -0.1))
     nail[k] = np.clip((1.0 - nail_e[k]) * 6.0, 0, 1)
-    colour[k] += nail[k, None] * (0.45 * colour[k] + 0.55 * NAIL_COLOUR - colour[k])
+    ck = colour[:, k]
+    colour[:, k] = ck + nail[k] * (0.55 * NAIL_COLOUR.astype(np.float32)[:, None] - 0.55 * ck)
     return colour, crease, nail

@@ -1,7 +1,7 @@
 """The generator's own shading: a key light, a fill light and a sky/ground ambient, with wrapped
 diffuse (skin scatters light past the terminator) and Blinn-Phong highlights, per pixel.
 
-Works on the covered pixels (N,) of one image, numpy float32. No cast shadows are traced: the
+Works on the covered pixels (N,) of one image, numpy float32 channel-major planes. No cast shadows are traced: the
 wrapped diffuse, the fill and the hemispheric ambient give soft form shading instead.
 """
 from __future__ import annotations
@@ -54,32 +54,34 @@ def sample_lights(rng) -> Lights:
                   rng.uniform(12.0, 40.0))
 
 
-def _dot(a, b):
-    return a[:, 0] * b[0] + a[:, 1] * b[1] + a[:, 2] * b[2]
-
-
 def shade(albedo, normal, ray, lights: Lights, gloss):
-    """Per-pixel colour (N, 3) (may exceed 1 before clipping) for one image.
+    """Per-pixel colour (3, N) (may exceed 1 before clipping) for one image; channel-major
+    planes (numpy vectorises along N, not along a last axis of 3).
 
-    albedo: (N, 3); normal: (N, 3) interpolated vertex normals (any length); ray: (N, 3)
+    albedo: (3, N); normal: (3, N) interpolated vertex normals (any length); ray: (3, N)
     camera-frame direction from the camera through each pixel (any length); lights: the image's
     `Lights`; gloss: (N,) specular multiplier (skin ~1, nails ~3, creases and cloth less).
     Normals are turned towards the camera (both sides of a face are lit alike)."""
-    view = -ray / np.sqrt(np.sum(ray * ray, axis=1, keepdims=True))
-    n = normal / np.maximum(np.sqrt(np.sum(normal * normal, axis=1, keepdims=True)), 1e-12)
-    flip = np.where(np.sum(n * view, axis=1) < 0, np.float32(-1), np.float32(1))
-    n *= flip[:, None]
-    key_l = lights.key_dir.astype(np.float32)
-    n_key = _dot(n, key_l)
-    diffuse_key = np.maximum((n_key + WRAP) / (1 + WRAP), 0)
-    diffuse_fill = np.maximum((_dot(n, lights.fill_dir.astype(np.float32)) + WRAP) / (1 + WRAP), 0)
-    up = (0.5 - 0.5 * n[:, 1])[:, None]  # 1 facing up (-y), 0 facing down
-    sky, ground = (lights.ambient_sky.astype(np.float32), lights.ambient_ground.astype(np.float32))
-    light = (ground + up * (sky - ground) + diffuse_key[:, None] * lights.key.astype(np.float32)
-             + diffuse_fill[:, None] * lights.fill.astype(np.float32))
-    half = view + key_l
-    half /= np.sqrt(np.sum(half * half, axis=1, keepdims=True))
-    n_half = np.maximum(np.sum(n * half, axis=1), 0)
-    spec = np.float32(lights.specular) * gloss * np.where(
-        n_key > 0, n_half ** np.float32(lights.shininess), 0)
-    return albedo * light + spec[:, None] * lights.key.astype(np.float32)
+    f32 = np.float32
+    view = ray * (-1 / np.sqrt(ray[0] * ray[0] + ray[1] * ray[1] + ray[2] * ray[2]))
+    n = normal * (1 / np.maximum(np.sqrt(normal[0] * normal[0] + normal[1] * normal[1]
+                                         + normal[2] * normal[2]), f32(1e-12)))
+    n_view = n[0] * view[0] + n[1] * view[1] + n[2] * view[2]
+    n *= np.where(n_view < 0, f32(-1), f32(1))
+    kx, ky, kz = lights.key_dir.astype(f32)
+    fx, fy, fz = lights.fill_dir.astype(f32)
+    n_key = n[0] * kx + n[1] * ky + n[2] * kz
+    diffuse_key = np.maximum((n_key + f32(WRAP)) * f32(1 / (1 + WRAP)), 0)
+    diffuse_fill = np.maximum((n[0] * fx + n[1] * fy + n[2] * fz + f32(WRAP)) * f32(1 / (1 + WRAP)), 0)
+    up = f32(0.5) - f32(0.5) * n[1]  # 1 facing up (-y), 0 facing down
+    sky, ground = lights.ambient_sky.astype(f32), lights.ambient_ground.astype(f32)
+    key, fill = lights.key.astype(f32), lights.fill.astype(f32)
+    hx, hy, hz = view[0] + kx, view[1] + ky, view[2] + kz
+    n_half = np.maximum((n[0] * hx + n[1] * hy + n[2] * hz)
+                        / np.sqrt(hx * hx + hy * hy + hz * hz), 0)
+    spec = f32(lights.specular) * gloss * np.where(n_key > 0, n_half ** f32(lights.shininess), 0)
+    out = np.empty_like(albedo)
+    for c in range(3):
+        light = ground[c] + up * (sky[c] - ground[c]) + diffuse_key * key[c] + diffuse_fill * fill[c]
+        out[c] = albedo[c] * light + spec * key[c]
+    return out

@@ -141,16 +141,16 @@ def test_skin_creases_sit_on_the_joints():
     palm, d, w_back, w_palm = (layout.static[:, i] for i in range(4))
     assert np.sum((w_back > 0) & (np.abs(d) < 1.0)) >= 10
     assert np.sum((w_palm > 0) & (np.abs(d) < 1.0)) >= 10
-    static = np.zeros((3, appearance.STATIC_CHANNELS), np.float32)
+    static = np.zeros((3, appearance.STATIC_CHANNELS), np.float32)  # 3 pixels
     static[:, 0] = 1.0  # palm side
     static[:, 3] = 1.0  # palm-crease weight
     static[:, 1] = [0.0, 2.0, appearance.CREASE_REACH]
     static[:, 4] = -1.0  # outside the palm lines
     static[:, 6] = 9.0  # no nail
-    colour, crease, nail = appearance.pixel_albedo(np.full((3, 3), 0.6, np.float32), static,
+    colour, crease, nail = appearance.pixel_albedo(np.full((3, 3), 0.6, np.float32), static.T,
                                                    np.zeros((4, 4), np.float32), np.zeros(3), 0.4)
     assert crease[0] > 0.7 and crease[2] < 1e-3 and np.all(nail == 0)
-    assert np.all(colour[0] < colour[2])
+    assert np.all(colour[:, 0] < colour[:, 2])  # (3, N) channel-major
 
 
 def test_background_bank_photos_and_textures():
