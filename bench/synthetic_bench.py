@@ -11,7 +11,6 @@ of each stage, run one stage after another (no overlap) on fresh samples.
 """
 import argparse
 import io
-import json
 import os
 import pathlib
 import sys
@@ -44,7 +43,8 @@ def stages(num, batch, size):
             Image.fromarray(mask[i].astype(np.uint8) * 255).save(io.BytesIO(), format="JPEG",
                                                                  quality=92)
         t1 = time.process_time()
-        json.dumps({k: np.round(labels[k], 8).tolist() for k in generator.LABELS})
+        for name in generator.LABELS:
+            generator.json_bytes(np.round(labels[name], 8))
         jpeg, json_s = jpeg + t1 - t0, json_s + time.process_time() - t1
     generator.STAGE_TIMING = False
     rows = dict(generator.STAGE_SECONDS)
