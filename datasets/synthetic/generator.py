@@ -150,8 +150,9 @@ def _picture(scene: Scene, rngs, geo: dict):
     Vt = all_verts.shape[1]
     with _stage("per-sample looks"):
         # Drawn in a fixed order from each sample's generator.
-        dynamic = np.empty((B, Vt, 6), np.float32)  # albedo, normal
+        dynamic = np.empty((B, Vt, 7), np.float32)  # albedo, normal, ambient occlusion
         dynamic[:, :, 3:6] = geo["normals"]
+        dynamic[:, :, 6] = shading.occlusion(all_verts, geo["normals"], joints_cam)
         jitter = np.empty((B, 3), np.float32)
         depth = np.empty((B,), np.float32)
         sleeve = np.zeros((B, 3), np.float32)  # sleeve colour, or 0 for a bare forearm
@@ -189,7 +190,7 @@ def _picture(scene: Scene, rngs, geo: dict):
         sl = slice(bounds[i], bounds[i + 1])
         local = pix[sl] - i * size * size
         with _stage("skin + shading"):
-            st = px[6:, sl]
+            st = px[7:, sl]
             colour, crease, nail = appearance.pixel_albedo(px[0:3, sl], st, scene.grain,
                                                             jitter[i], depth[i])
             gloss = (1 - 0.6 * crease) * (1 + 2.0 * nail)
@@ -201,7 +202,7 @@ def _picture(scene: Scene, rngs, geo: dict):
             ray = np.stack([(local % size - K[i, 0, 2]) / K[i, 0, 0],
                             (local // size - K[i, 1, 2]) / K[i, 1, 1],
                             np.ones(len(local))]).astype(np.float32)
-            shaded = shading.shade(colour, px[3:6, sl], ray, lights[i], gloss)
+            shaded = shading.shade(colour, px[3:6, sl], ray, lights[i], gloss, px[6, sl])
         with _stage("backgrounds"):
             canvas = backgrounds.background(r, scene.bank, size)
             canvas.reshape(-1, 3)[local] = (np.clip(shaded, 0, 1) * 255 + 0.5).astype(np.uint8).T

@@ -179,3 +179,19 @@ def test_back_face_culling_changes_nothing_on_the_closed_hand_and_forearm(scene)
     assert scene.outward is not None
     assert np.mean(both != geo["face_index"]) < 1e-3
     assert np.mean((both >= 0) != (geo["face_index"] >= 0)) < 1e-4
+
+
+def test_occlusion_darkens_skin_facing_another_finger():
+    """A vertex whose normal points at a nearby keypoint sphere is darkened, one facing away or
+    far from every sphere is not (the sphere's own finger lies behind the surface)."""
+    from datasets.synthetic import shading
+
+    joints = np.zeros((1, 21, 3))
+    joints[0, :, 0] = 1.0  # every sphere far away ...
+    joints[0, 0] = (0.0, 0.0, 0.02)  # ... but one, 2 cm in front of the vertices at the origin
+    vertices = np.zeros((1, 3, 3))
+    vertices[0, 2] = (0.0, 0.0, -1.0)
+    normals = np.array([[[0.0, 0.0, 1.0], [0.0, 0.0, -1.0], [0.0, 0.0, 1.0]]], np.float32)
+    ao = shading.occlusion(vertices, normals, joints)
+    assert ao[0, 0] < 0.8 and ao[0, 1] > 0.99 and ao[0, 2] > 0.99
+    assert ao.min() >= shading.AO_FLOOR
