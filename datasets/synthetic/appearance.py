@@ -180,15 +180,18 @@ def vertex_albedo(rng, tone, layout: SurfaceLayout) -> np.ndarray:
     knuckle = layout.static[:, 2:3]
     red = np.array([1.02, 0.93, 0.92])
     colours = colours * (1 + knuckle * (red - 1) * rng.uniform(0.5, 1.5))
-    colours = colours * (1 + 0.04 * rng.standard_normal((V, 1))) * (1 + 0.015 * rng.standard_normal((V, 3)))
+    colours = colours * (1 + 0.04 * rng.standard_normal((V, 1)))
+    colours = colours * (1 + 0.015 * rng.standard_normal((V, 3)))
     return np.clip(colours, 0, 1).astype(np.float32)
 
 
 def pixel_albedo(albedo, static, texture, jitter, depth):
     """Per-pixel skin colour (3, N) from interpolated vertex albedo (3, N) and static channels
-    (STATIC_CHANNELS, N) (see `SurfaceLayout`), channel-major planes; texture: (T, T) float32 fine noise in [-1, 1];
+    (STATIC_CHANNELS, N) (see `SurfaceLayout`), channel-major planes; texture: (T, T) float32
+    fine noise in [-1, 1];
     jitter: (3,) or (N, 3) palm-line offsets (normalised palm units, `sample_skin`); depth: scalar
-    or (N,) crease darkness in [0, 1]. Returns (albedo (3, N), crease (N,) in [0, 1], nail (N,) in [0, 1])."""
+    or (N,) crease darkness in [0, 1]. Returns (albedo (3, N), crease (N,) in [0, 1], nail (N,)
+    in [0, 1])."""
     palm, d, w_back, w_palm, a, b, nail_e = static[:7]
     crease = np.zeros(len(palm), np.float32)
     # Finger creases: sharp palm-side lines; bundles of fine wrinkles on the knuckles.

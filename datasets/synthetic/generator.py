@@ -61,9 +61,10 @@ class _stage:
 
 class Scene:
     """What every sample of a run shares: the model, its surface layout, the forearm topology,
-    the background bank and the noise textures (all deterministic)."""
+    the background bank and the noise textures (all deterministic). forearm=False leaves the
+    wrist open and draws both sides of every face (tests compare with the bare mesh)."""
 
-    def __init__(self, model, size, use_photos=True):
+    def __init__(self, model, size, use_photos=True, forearm=True):
         self.model = model
         self.size = size
         self.procedural_poses = hands.is_procedural(model)
@@ -71,7 +72,9 @@ class Scene:
         self.layout = appearance.surface_layout(model, self.frame)
         self.faces = np.asarray(model.faces, np.int64)
         self.num_vertices = int(model.v_template.shape[0])
-        self.ring = hands.wrist_ring(self.faces)
+        self.ring = hands.wrist_ring(self.faces) if forearm else np.zeros(0, np.int64)
+        num_arm = len(self.ring) * len(hands.FOREARM_RINGS) + 1 if len(self.ring) else 0
+        self.static = _static_table(self.layout, num_arm, len(self.ring))
         verts = np.asarray(model.v_template, np.float64)
         tri = verts[self.faces]
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -164,7 +167,8 @@ def _picture(scene: Scene, rngs, geo: dict):
             if r.uniform() < SLEEVE_PROBABILITY:
                 sleeve[i] = r.uniform(0.05, 0.95, 3)
             lights.append(shading.sample_lights(r))
-        static = _static_table(scene.layout, Vt - V, len(scene.ring))
+        static = scene.static
+        assert static.shape[0] == Vt, (static.shape, Vt)
     with _stage("interpolate"):
         flat = face_index.reshape(-1)
         pix = np.flatnonzero(flat >= 0)
@@ -306,10 +310,12 @@ def generate(out_dir, num_train, num_eval=0, *, seed=0, model=None, model_path=N
     bar.close()
     seconds = time.perf_counter() - start
     info = dict(generator="datasets.synthetic", version=GENERATOR_VERSION, seed=seed,
-                num_train=num_train, num_eval=num_eval, image_size=image_size, viewpoints=viewpoints,
+                num_train=num_train, num_eval=num_eval, image_size=image_size,
+                viewpoints=viewpoints,
                 model=model_path or f"procedural {model.side} hand",
                 backgrounds=f"{scene.photos} photographs (scikit-image data) + "
-                            f"{len(backgrounds.PROCEDURAL)} procedural textures", seconds=round(seconds, 2),
+                            f"{len(backgrounds.PROCEDURAL)} procedural textures",
+                seconds=round(seconds, 2),
                 images_per_second=round(total / seconds, 1))
     _write_json(os.path.join(out_dir, INFO_NAME), info)
     return info
@@ -365,7 +371,8 @@ def read_info(directory):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m datasets.synthetic",
-                                     description="Writes a synthetic hand dataset in the FreiHAND layout.")
+                                     description="Writes a synthetic hand dataset in the "
+                                                 "FreiHAND layout.")
     parser.add_argument("--out", required=True, help="dataset root to write (FreiHAND layout)")
     parser.add_argument("--num", type=int, required=True, help="number of training samples")
     parser.add_argument("--num-eval", type=int, default=None,

@@ -39,7 +39,8 @@ def sample_hand_params(rng, model, *, procedural_poses, pca_components=12, pca_s
         fingers = procedural.sample_poses(rng, 1)[0]
     else:
         c = np.clip(rng.standard_normal(pca_components), -2, 2) * pca_std
-        fingers = np.asarray(model.hands_mean) + c @ np.asarray(model.hands_components[:pca_components])
+        components = np.asarray(model.hands_components[:pca_components])
+        fingers = np.asarray(model.hands_mean) + c @ components
     frame = hand_frame(model) if frame is None else frame
     global_rot = sample_global_rotation(rng, frame, viewpoints)
     pose = np.concatenate([global_rot, fingers - np.asarray(model.hands_mean)])

@@ -95,7 +95,8 @@ def shade(albedo, normal, ray, lights: Lights, gloss, ao=None):
     fx, fy, fz = lights.fill_dir.astype(f32)
     n_key = n[0] * kx + n[1] * ky + n[2] * kz
     diffuse_key = np.maximum((n_key + f32(WRAP)) * f32(1 / (1 + WRAP)), 0)
-    diffuse_fill = np.maximum((n[0] * fx + n[1] * fy + n[2] * fz + f32(WRAP)) * f32(1 / (1 + WRAP)), 0)
+    n_fill = n[0] * fx + n[1] * fy + n[2] * fz
+    diffuse_fill = np.maximum((n_fill + f32(WRAP)) * f32(1 / (1 + WRAP)), 0)
     up = f32(0.5) - f32(0.5) * n[1]  # 1 facing up (-y), 0 facing down
     sky, ground = lights.ambient_sky.astype(f32), lights.ambient_ground.astype(f32)
     key, fill = lights.key.astype(f32), lights.fill.astype(f32)
@@ -112,5 +113,6 @@ def shade(albedo, normal, ray, lights: Lights, gloss, ao=None):
         ambient = ground[c] + up * (sky[c] - ground[c])
         if ao is not None:
             ambient = ambient * ao
-        out[c] = albedo[c] * (ambient + diffuse_key * key[c] + diffuse_fill * fill[c]) + spec * key[c]
+        light = ambient + diffuse_key * key[c] + diffuse_fill * fill[c]
+        out[c] = albedo[c] * light + spec * key[c]
     return out

@@ -49,8 +49,8 @@ def test_mask_is_the_projected_mesh_in_the_label_pixel_convention(scene):
     """Without forearm or occluders, the rendered hand is exactly the union of the mesh's
     triangles projected with the written K (pixel (c, r) centred at (c, r)): every pixel centre
     0.01 px inside a triangle is covered, none 0.01 px outside all of them is."""
-    bare = generator.Scene(scene.model, SIZE)
-    bare.ring, bare.outward = np.zeros(0, np.int64), None  # no forearm: an open mesh, no culling
+    bare = generator.Scene(scene.model, SIZE, forearm=False)  # open at the wrist: no culling
+    assert bare.outward is None
     geo = generator._geometry(bare, _rngs(range(3)), "freihand")
     faces = np.asarray(bare.faces)
     for i in range(3):
