@@ -149,17 +149,30 @@ def warp(rng, src, side) -> np.ndarray:
     return np.clip(np.asarray(img, np.float32) * light + 0.5, 0, 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=4)
+def variant_images(size: int, use_photos: bool = True) -> tuple:
+    """`variants` as PIL images (what `background` crops)."""
+    return tuple(Image.fromarray(v) for v in variants(size, use_photos))
+
+
+# The 8 flips and quarter turns of a square (index 0: as is).
+DIHEDRAL = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
+            Image.Transpose.ROTATE_270, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.TRANSPOSE,
+            Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.TRANSVERSE)
+
+
 def background(rng, images, size) -> np.ndarray:
-    """One (size, size, 3) uint8 background from warped bank images (`variants`): a random crop
-    under one of the 8 flips/quarter turns, recoloured by a per-channel gain and gamma (one
-    lookup table)."""
+    """One (size, size, 3) uint8 background from warped bank images (`variant_images`, PIL): a
+    random crop under one of the 8 flips/quarter turns, recoloured by a per-channel gain and
+    gamma (one lookup table)."""
     src = images[rng.integers(len(images))]
-    o = rng.integers(0, src.shape[0] - size + 1, 2)
-    crop = src[o[0]:o[0] + size, o[1]:o[1] + size]
+    o = rng.integers(0, src.size[0] - size + 1, 2)
+    crop = src.crop((o[1], o[0], o[1] + size, o[0] + size))
     k = rng.integers(8)
-    crop = np.rot90(crop[:, ::-1] if k >= 4 else crop, k % 4)
+    if k:
+        crop = crop.transpose(DIHEDRAL[k])
     gain = rng.uniform(0.6, 1.25) * rng.uniform(0.85, 1.15, 3)
     gamma = rng.uniform(0.8, 1.25)
     lut = np.clip(np.linspace(0, 1, 256)[None, :] * gain[:, None], 0, 1) ** gamma  # (3, 256)
     lut = (lut * 255 + 0.5).astype(np.uint8).reshape(-1).tolist()
-    return np.array(Image.fromarray(np.ascontiguousarray(crop)).point(lut))
+    return np.array(crop.point(lut))

@@ -160,7 +160,7 @@ def test_background_bank_photos_and_textures():
     photos = len(bank) - len(backgrounds.PROCEDURAL)
     assert photos == (len(backgrounds.PHOTOS) if backgrounds.photo_dir() else 0)
     assert all(b.shape == (backgrounds.BANK_SIZE, backgrounds.BANK_SIZE, 3) for b in bank)
-    images = backgrounds.variants(SIZE)
+    images = backgrounds.variant_images(SIZE)
     a = backgrounds.background(np.random.default_rng(1), images, SIZE)
     b = backgrounds.background(np.random.default_rng(1), images, SIZE)
     assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8
@@ -195,3 +195,13 @@ def test_occlusion_darkens_skin_facing_another_finger():
     ao = shading.occlusion(vertices, normals, joints)
     assert ao[0, 0] < 0.8 and ao[0, 1] > 0.99 and ao[0, 2] > 0.99
     assert ao.min() >= shading.AO_FLOOR
+
+
+def test_soften_keeps_flat_regions_and_blurs_edges():
+    """The lens-softness kernel sums to 1: a flat image is unchanged, a step is spread."""
+    flat = np.full((5, 5, 3), 100, np.int16)
+    np.testing.assert_array_equal(generator.soften(flat), flat)
+    step = np.zeros((5, 5, 1), np.int16)
+    step[:, 2:] = 200
+    out = generator.soften(step)
+    assert out[2, 1, 0] == 25 and out[2, 2, 0] == 175 and out[2, 4, 0] == 200
