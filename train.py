@@ -4,10 +4,18 @@
     python train.py --config configs/freihand.py --workdir runs/freihand
     python train.py --config.num_train_steps=500 --config.parallel=mesh
 
+Flags (the convention of train.py, eval.py and `python -m hiu_jax.infer`, hiu_jax/runs.py):
+--config FILE (default configs/default.py), --config.KEY=VALUE overrides (typed by the config,
+ml_collections' config_flags parser), --workdir DIR (default runs/<config file name>),
+--verbose (absl INFO logging). One argparse parser for the three scripts: the same flags parse
+in-process (tests call main(argv)), with positional arguments (infer's images) and one-line
+errors (exit 2).
+
 On a fresh machine the default run generates the synthetic dataset (under data/synthetic, one
 directory per set, e.g. n2048_e128_s0_v1), builds it with TFDS (data/tfds) and trains the small network on every local device. Outputs go to the
 work directory (default runs/<config name>): checkpoints/ (Orbax: last N and best), metrics.jsonl
-(one JSON object per log step), TensorBoard events and config.json. Restarting with the same
+(one JSON object per log step), TensorBoard events, config.json and config_source.json (the
+config file and overrides, from which eval.py and infer rebuild the config exactly). Restarting with the same
 work directory resumes from the newest checkpoint, on the same batches as an uninterrupted run.
 SIGTERM or Ctrl-C saves a checkpoint at the current step and exits with status 128 + the
 signal's number (`preempted_exit_status`: 143 for SIGTERM, 130 for Ctrl-C), so a scheduler can
@@ -24,13 +32,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import ml_collections  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import logging  # noqa: E402
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config file.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Work directory (default: runs/<config file name>).")
+from hiu_jax import runs  # noqa: E402
+
+DEFAULT_CONFIG = "configs/default.py"
 
 
 class StopRequested(Exception):
@@ -152,36 +158,16 @@ def prepare_synthetic_data(config) -> str:
     return directory
 
 
-def build_sources(config, names):
-    """Prepared tfds builders for `names` (process 0 builds first; others then read)."""
-    import jax
-    from jax.experimental import multihost_utils
-
-    from datasets import pipeline
-
-    def make(prepare):
-        return [pipeline.make_builder(
-            n, data_dir=config.pipeline.data_dir, manual_dir=config.pipeline.manual_dirs.get(n),
-            builder_config=config.pipeline.builder_configs.get(n), prepare=prepare) for n in names]
-
-    if jax.process_index() == 0:
-        builders = make(True)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("datasets built")
-        if jax.process_index() != 0:
-            builders = make(True)
-    return builders
-
-
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Runs (or resumes) training. Returns the final metrics. Raises on unrecoverable errors."""
+def train_and_evaluate(config, workdir: str, source=None) -> dict:
+    """Runs (or resumes) training. Returns the final metrics. Raises on unrecoverable errors.
+    source: (config file, overrides) to record in the workdir (runs.write_config_record)."""
     import jax
     import numpy as np
     import tensorflow as tf
     from flax import jax_utils
     from tqdm import tqdm
 
-    from datasets import pipeline
+    from datasets import pipeline, registry
     from hiu_jax import checkpoint, evaluation, losses, models, training
     from hiu_jax.logs import MetricWriter
 
@@ -194,7 +180,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     check_config(config)
     losses.check_label_hand_model(
         config.loss, [n for n in config.pipeline.mixture_weights.keys()
-                      if n in pipeline.MANO_LABELLED and config.pipeline.mixture_weights[n] > 0],
+                      if n in registry.MANO_LABELLED and config.pipeline.mixture_weights[n] > 0],
         config.model.mano_path)
     check_writable_dir(workdir, "work directory")
     check_writable_dir(os.path.join(workdir, "checkpoints"), "checkpoint directory")
@@ -202,11 +188,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if os.path.isdir(os.path.join(workdir, "checkpoints", which)):
             check_writable_dir(os.path.join(workdir, "checkpoints", which), "checkpoint directory")
     writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+    before = runs.config_as_json(config)
     prepare_synthetic_data(config)  # before config.json: it records the set's directories
     writer.write_config(config)
-    names = list(config.pipeline.mixture_weights.keys())
-    weights = [float(config.pipeline.mixture_weights[n]) for n in names]
-    sources = build_sources(config, names)
+    if source is not None and jax.process_index() == 0:
+        runs.write_config_record(workdir, *source, before, config)
+    settings = pipeline.settings_from_config(config.pipeline)
+    sources = registry.build(settings.sources)  # process 0 builds first; other hosts wait
 
     model_pmap = models.build_model(config.model, bn_axis_name="batch" if config.parallel == "pmap"
                                     else None, half_precision=config.half_precision)
@@ -227,10 +215,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ckpts.close()
         return {}
 
-    batches = pipeline.make_dataset(sources, "train", weights=weights, config=config.pipeline,
+    batches = pipeline.make_dataset(sources, "train", weights=settings.sources.weights,
+                                    config=settings,
                                     global_batch_size=config.batch_size, train=True,
                                     seed=config.seed, start_batch=start_step)
-    evaluator = evaluation.Evaluator(config, model_pmap.clone(bn_axis_name=None), mano_model)
+    evaluator = evaluation.Evaluator(model_pmap.clone(bn_axis_name=None), mano_model)
+    eval_builder, = registry.build(settings.sources, [config.data.eval_source])
+
+    def eval_batches():
+        return pipeline.make_dataset(eval_builder, config.data.eval_split, config=settings,
+                                     global_batch_size=config.batch_size, train=False)
+
     schedule = training.learning_rate_schedule(config)
 
     if config.parallel == "pmap":
@@ -283,14 +278,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 ckpts.save(done, unreplicate(device_state), {"step": done}, force=True)
             if done % config.eval_every_steps == 0 or done == config.num_train_steps:
                 host_state = unreplicate(device_state)
-                scores = evaluator.run(host_state, progress=False)
+                scores = evaluator.run(host_state, eval_batches(), progress=False,
+                                       max_batches=config.data.eval_max_batches)
                 writer.scalars(done, {f"eval/{k}": v for k, v in scores.items()
                                       if isinstance(v, (int, float))})
                 ckpts.save_best(done, host_state, {"step": done}, scores)
                 last.update({f"eval/{k}": v for k, v in scores.items()})
                 tqdm.write(f"step {done}: {evaluation.summary(scores)}")
             if done % config.image_every_steps == 0 or done == config.num_train_steps:
-                writer.images(done, evaluator.panels(unreplicate(device_state), config.num_images))
+                writer.images(done, evaluator.panels(unreplicate(device_state), eval_batches(),
+                                                     config.num_images))
             if signals.received:
                 if ckpts.latest_step() != done:  # not saved at this step already (Orbax refuses)
                     ckpts.save(done, unreplicate(device_state), {"step": done}, force=True)
@@ -327,19 +324,35 @@ def write_curves(workdir: str) -> None:
         logging.warning("could not plot the validation curves of %s: %s", workdir, e)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:  # keep the console to the progress bar and results
-        logging.set_verbosity(logging.WARNING)
-    config = FLAGS.config
-    workdir = FLAGS.workdir
-    if not workdir:
-        name = os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS["config"])))[0]
-        workdir = os.path.join("runs", name)
+def parse_args(argv):
+    """(config, config file, overrides, workdir, verbose) of the command line; a bad flag or
+    override exits 2 with one line (hiu_jax/runs.py's convention)."""
+    parser = runs.ArgumentParser(
+        prog="train.py", description="HIU-JAX training. --config.KEY=VALUE overrides a value of "
+                                     "the config file.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help=f"experiment config file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--workdir", help="work directory (default: runs/<config file name>)")
+    parser.add_argument("--verbose", action="store_true", help="absl INFO logging")
+    args = parser.parse_args(argv)
+    try:
+        config = runs.apply_overrides(runs.load_config_file(args.config), args.overrides)
+    except runs.UserError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        sys.exit(2)
+    workdir = args.workdir or os.path.join(
+        "runs", os.path.splitext(os.path.basename(args.config))[0])
+    return config, args.config, args.overrides, workdir, args.verbose
+
+
+def main(argv=None):
+    config, config_file, overrides, workdir, verbose = parse_args(
+        sys.argv[1:] if argv is None else argv)
+    # keep the console to the progress bar and results
+    logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
     maybe_initialize_distributed(config)
     try:
-        train_and_evaluate(config, workdir)
+        train_and_evaluate(config, workdir, (config_file, overrides))
     except Preempted as stop:
         sys.exit(preempted_exit_status(stop.args[0]))
     except (FloatingPointError, FileExistsError, FileNotFoundError, ValueError) as e:
@@ -347,24 +360,5 @@ def main(argv):
         sys.exit(1)
 
 
-def parse_flags(argv):
-    """absl's flag parsing, with a config override that names no key of the config (or cannot
-    be applied) reported in one line, exit 2, instead of three chained tracebacks."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"train.py: {e}", file=sys.stderr)
-        sys.exit(2)
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-        cause = e.args[0] if isinstance(e, AttributeError) and e.args else e
-        if isinstance(cause, KeyError):  # ml_collections: AttributeError(KeyError("'key'"))
-            key = str(cause.args[0] if cause.args else cause).strip("\"'")
-            message = f"the config has no key {key!r}"
-        else:
-            message = str(e)
-        print(f"train.py: bad --config override: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    main()

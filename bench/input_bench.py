@@ -1,6 +1,6 @@
-"""Throughput of the tf.data input pipeline (datasets/pipeline.py): images/s through decode +
-crop + augmentation + targets + batching, total and per CPU core, on fake FreiHAND-layout
-224x224 JPEGs built with the freihand builder. Prints figures only.
+"""Throughput of the tf.data input pipeline (datasets/pipeline.py, preprocess.py): images/s
+through decode + crop + augmentation + targets + batching, total and per CPU core, on fake
+FreiHAND-layout 224x224 JPEGs built with the freihand builder. Prints figures only.
 
     python bench/input_bench.py [--images 500] [--batch 32] [--batches 40] [--stages]
 
@@ -25,11 +25,15 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import dataclasses  # noqa: E402
+
 import tensorflow as tf  # noqa: E402
+import tensorflow.experimental.numpy as tnp  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from datasets import pipeline  # noqa: E402
+from datasets import pipeline, preprocess  # noqa: E402
 from datasets.freihand import freihand_dataset_builder as fh  # noqa: E402
+from hiu_jax.geometry import warps  # noqa: E402
 from tests.datasets import fakes  # noqa: E402
 
 
@@ -56,28 +60,29 @@ def time_batches(it, warmup: int, batches: int, batch_size: int):
     return n / (time.perf_counter() - t0), n / (cpu_seconds() - c0)
 
 
-def stage_datasets(builder, cfg, batch: int):
+def stage_datasets(builder, knobs, batch: int):
     """Cumulative variants of the per-example work as batched tf.data datasets (repeat,
     parallel map, batch, prefetch; no shuffle), name -> dataset."""
     ds = builder.as_dataset(split="train", decoders={
         "image": tfds.decode.SkipDecoding(), "mask": tfds.decode.SkipDecoding()})
-    ds = ds.map(lambda ex: {k: ex[k] for k in pipeline.INPUT_KEYS}).cache().repeat()
+    ds = ds.map(lambda ex: {k: ex[k] for k in preprocess.INPUT_KEYS}).cache().repeat()
 
     def decode(ex):
         return {"image": tf.io.decode_image(ex["image"], 3, expand_animations=False),
                 "mask": tf.io.decode_image(ex["mask"], 1, expand_animations=False)}
 
-    n = int(cfg.crop_size)
+    n = knobs.crop_size
     a_inv = tf.constant([[0.9, 0.1, 3.0], [-0.1, 0.9, 2.0], [0.0, 0.0, 1.0]])
-    gather_warp = tf.function(pipeline.warp_bilinear, jit_compile=True)
+    gather_warp = tf.function(lambda image, a, size: warps.warp_bilinear(image, a, size, xp=tnp),
+                              jit_compile=True)
 
     def warp(ex):  # the backend's warp of image + mask (4 channels) by a fixed affine
         d = decode(ex)
         stack = tf.concat([tf.image.convert_image_dtype(d["image"], tf.float32),
                            tf.cast(d["mask"], tf.float32)], -1)
-        if cfg.xla:
+        if knobs.xla:
             return gather_warp(stack, a_inv, n)
-        return pipeline.warp_projective(stack, a_inv, n)
+        return preprocess.warp_projective(stack, a_inv, n)
 
     def key(i):  # a different stateless seed per example, as in make_dataset
         return tf.stack([tf.constant(0, tf.int64), i])
@@ -87,9 +92,9 @@ def stage_datasets(builder, cfg, batch: int):
         "+ decode JPEG image + PNG mask": lambda i, ex: decode(ex),
         "+ warp to crop (bilinear)": lambda i, ex: warp(ex),
         "preprocess, eval (warp + targets)":
-            lambda i, ex: pipeline.preprocess(ex, key(i), cfg, False),
+            lambda i, ex: preprocess.preprocess(ex, key(i), knobs, False),
         "preprocess, train (+ augmentation)":
-            lambda i, ex: pipeline.preprocess(ex, key(i), cfg, True),
+            lambda i, ex: preprocess.preprocess(ex, key(i), knobs, True),
     }
     return {
         name: ds.enumerate().map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -122,12 +127,11 @@ def main():
         print(f"wrote and built {args.images} fake {args.image_size}x{args.image_size} JPEGs "
               f"in {time.perf_counter() - t0:.1f} s")
 
-        cfg = pipeline.default_pipeline_config()
-        print(f"crop {cfg.crop_size}, heat maps {cfg.heatmap_size}, batch {args.batch}, "
+        knobs = preprocess.Knobs()  # the library defaults
+        print(f"crop {knobs.crop_size}, heat maps {knobs.heatmap_size}, batch {args.batch}, "
               f"{args.warmup} warm-up + {args.batches} timed batches")
         for xla in (False, True):
-            cfg.xla = xla
-            it = pipeline.make_dataset(builder, "train", config=cfg,
+            it = pipeline.make_dataset(builder, "train", config={"xla": xla},
                                        global_batch_size=args.batch, train=True, seed=0,
                                        local_device_count=1, process_count=1)
             rate, per_cpu_s = time_batches(it, args.warmup, args.batches, args.batch)
@@ -138,9 +142,9 @@ def main():
             del it
 
         if args.stages:
-            cfg.xla = args.stages_xla
-            print(f"stages (per-example work in a parallel map + batch), config.xla={cfg.xla}:")
-            for name, ds in stage_datasets(builder, cfg, args.batch).items():
+            knobs = dataclasses.replace(knobs, xla=args.stages_xla)
+            print(f"stages (per-example work in a parallel map + batch), config.xla={knobs.xla}:")
+            for name, ds in stage_datasets(builder, knobs, args.batch).items():
                 r, c = time_batches(iter(tfds.as_numpy(ds)), args.warmup, args.batches,
                                     args.batch)
                 print(f"  {name:38s} {r:7.0f} images/s wall, {c:6.0f} images per CPU-s, "

@@ -12,15 +12,13 @@ at most 45 minutes): PA-MPJPE and PA-MPVPE <= 10 mm, F@15 >= 0.95, mask IoU >= 0
 """
 import argparse
 import json
-import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # the repository: train.py runs there
 from bench.machine import cpu_model, usable_cores  # noqa: E402
 
 COLUMNS = (("step", "step", "d"), ("eval/pa_mpjpe_mm", "PA-MPJPE", ".1f"),

@@ -23,7 +23,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 
@@ -31,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import mano_jax  # noqa: E402
 from mano_jax.lbs import forward  # noqa: E402
 

@@ -9,12 +9,9 @@ the first device. The training step is the real one (train.py's loss and AdamW u
 import argparse
 import importlib
 import os
-import pathlib
 import statistics
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

@@ -8,14 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from hiu_jax import render  # noqa: E402
 
 
@@ -58,7 +56,7 @@ def hand_sized_batch(batch: int, rng: np.random.Generator):
             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
         shifted = (vertices * [0.11, 0.09, 0.04]) @ rot.T + [*rng.uniform(-0.02, 0.02, 2), 0.6]
         out.append(shifted)
-    K = np.array([[500.0, 0.0, 112.0], [0.0, 500.0, 112.0], [0.0, 0.0, 1.0]], np.float32)
+    K = np.array([[500.0, 0.0, 111.5], [0.0, 500.0, 111.5], [0.0, 0.0, 1.0]], np.float32)
     return np.asarray(out, np.float32), faces, K
 
 

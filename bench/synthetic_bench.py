@@ -12,20 +12,17 @@ of each stage, run one stage after another (no overlap) on fresh samples.
 import argparse
 import io
 import os
-import pathlib
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import jax
+import numpy as np
+from PIL import Image
 
-import mano_jax  # noqa: E402
-from bench.machine import cpu_model  # noqa: E402
-from datasets import synthetic  # noqa: E402
-from datasets.synthetic import generator  # noqa: E402
+import mano_jax
+from bench.machine import cpu_model
+from datasets import synthetic
+from datasets.synthetic import generator
 
 
 def stages(num, batch, size):

@@ -11,18 +11,14 @@ that. The step is train.py's (data parallel over every local device under pmap).
 import argparse
 import importlib
 import os
-import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hiu_jax import models, training  # noqa: E402
-from model_stats import cpu_model, fake_batch, flops_of  # noqa: E402
+from bench.model_stats import cpu_model, fake_batch, flops_of  # noqa: E402
 
 PEAK_TFLOPS = {  # dense, per device: (bf16, fp32)
     "H100": (989.0, 67.0), "H200": (989.0, 67.0), "A100": (312.0, 19.5),

@@ -62,9 +62,6 @@ def get_config() -> ml_collections.ConfigDict:
     It generates the synthetic hands into data.synthetic_dir if they are not there, builds them
     with TFDS into pipeline.data_dir and trains the small network at 128 x 128 on them.
     """
-    from datasets import pipeline
-    from hiu_jax import losses
-
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.model = model_config("small")
@@ -80,23 +77,75 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.eval_source = "synthetic_hands"  # the builder evaluated during training
     config.data.eval_split = "test"
     config.data.eval_max_batches = 0  # 0 = the whole split
-    config.pipeline = pipeline.default_pipeline_config()
-    config.pipeline.crop_size = config.get_ref("crop_size")
-    config.pipeline.heatmap_size = config.model.get_ref("heatmap_size")
-    config.pipeline.mixture_weights = ml_collections.ConfigDict({"synthetic_hands": 1.0})
-    config.pipeline.data_dir = "data/tfds"
-    config.pipeline.manual_dirs = ml_collections.ConfigDict(
-        {"synthetic_hands": config.data.get_ref("synthetic_dir")})
-    config.pipeline.seed = config.get_ref("seed")
 
-    config.loss = losses.loss_config()
-    config.loss.terms.heatmap_keypoints = 10.0  # a direct localisation gradient for the stacks
-    config.loss.terms.mano_pose = 20.0  # finger articulation does not wait for the global rotation
-    config.loss.terms.global_rotation = 5.0
-    config.loss.terms.mano_betas = 1.0  # the shape from its labels, not a knob to shrink the hand
-    # The soft silhouette costs ~40% of a CPU training step at this size; configs/freihand.py
-    # (accelerators) keeps it on.
-    config.loss.terms.silhouette = 0.0
+    # The input pipeline: per-example knobs (their meaning and ranges: datasets/preprocess.py
+    # Knobs), the stream (datasets/pipeline.py) and the sources (datasets/registry.py).
+    config.pipeline = ml_collections.ConfigDict()
+    p = config.pipeline
+    p.crop_size = config.get_ref("crop_size")
+    p.heatmap_size = config.model.get_ref("heatmap_size")
+    p.heatmap_sigma = 2.0
+    p.crop_padding = 1.5
+    p.min_box_size = 8.0
+    p.scale_jitter = 0.25
+    p.rotation_deg = 30.0
+    p.translation_jitter = 0.1
+    p.flip_prob = 0.0
+    p.brightness = 0.2
+    p.contrast = 0.3
+    p.saturation = 0.3
+    p.hue = 0.05
+    p.blur_prob = 0.1
+    p.blur_sigma_min = 0.5
+    p.blur_sigma_max = 1.5
+    p.noise_std = 0.02
+    p.mask_threshold = 0.5
+    p.pof_width = 1.0
+    p.xla = False  # True: one XLA program per example (~1.5x faster; see datasets/preprocess.py)
+    p.shuffle_buffer = 1024  # train: examples per source in the shuffle buffer
+    p.seed = config.get_ref("seed")
+    p.mixture_weights = ml_collections.ConfigDict({"synthetic_hands": 1.0})  # builder -> weight
+    p.data_dir = "data/tfds"  # tfds data_dir ('' = tfds default)
+    p.manual_dirs = ml_collections.ConfigDict(  # builder name -> manual_dir (raw files)
+        {"synthetic_hands": config.data.get_ref("synthetic_dir")})
+    p.builder_configs = ml_collections.ConfigDict()  # builder name -> tfds config, e.g. 'all'
+
+    # The losses (hiu_jax/losses.py resolve_loss_config: every term and option explained there).
+    config.loss = ml_collections.ConfigDict()
+    config.loss.terms = ml_collections.ConfigDict(dict(
+        heatmaps=1000.0,
+        heatmap_keypoints=10.0,  # a direct localisation gradient for the stacks
+        mask=1.0,
+        pof=1.0,
+        joints_2d=10.0,
+        joints_3d=100.0,
+        camera=10.0,
+        vertices=100.0,
+        mano_pose=20.0,  # finger articulation does not wait for the global rotation
+        global_rotation=5.0,
+        mano_betas=1.0,  # the shape from its labels, not a knob to shrink the hand
+        shape_prior=1e-3,
+        pose_prior=1e-4,
+        # The soft silhouette costs ~40% of a CPU training step at this size; configs/freihand.py
+        # (accelerators) keeps it on.
+        silhouette=0.0,
+        joints_consistency=10.0,
+        pof_consistency=0.1,
+    ))
+    config.loss.stack_weights = ()
+    config.loss.iteration_weights = ()
+    config.loss.keypoint_loss = "smooth_l1"
+    config.loss.smooth_l1_beta = 0.01
+    config.loss.mask_dice = False
+    config.loss.mask_dice_weight = 1.0
+    config.loss.silhouette_loss = "l2"
+    config.loss.silhouette_sigma = 1.0
+    config.loss.softargmax_temperature = 0.04
+    config.loss.joints_consistency_confidence = True
+    config.loss.pof_consistency_region = "mesh"
+    config.loss.pof_consistency_width = 1.0
+    config.loss.silhouette_size = 0
+    config.loss.ramp_terms = ("silhouette", "joints_consistency", "pof_consistency")
     config.loss.ramp_steps = (500, 1500)  # consistency terms once the heat maps localise
 
     # Optimisation.

@@ -227,10 +227,20 @@ def check_near_image(name: str, uv, visible, image_hw, where: str) -> np.ndarray
     return uv
 
 
+def project_pinhole(K, points, *, xp=np):
+    """Pinhole projection uv = (K X)_xy / (K X)_z, in the dtype of its inputs: the one pinhole
+    of datasets/ (builders and the input pipeline).
+
+    K (3, 3); points (N, 3) metres, camera frame, z > 0 -> (N, 2) pixels. xp: the array
+    namespace (numpy, or tensorflow.experimental.numpy in the input pipeline).
+    """
+    p = xp.matmul(points, xp.transpose(K))
+    return p[:, :2] / p[:, 2:3]
+
+
 def project(K: np.ndarray, xyz: np.ndarray) -> np.ndarray:
-    """Pinhole projection. K (3, 3), xyz (N, 3) with z > 0 -> uv (N, 2) float32 pixels."""
-    p = xyz.astype(np.float64) @ K.astype(np.float64).T
-    return (p[:, :2] / p[:, 2:3]).astype(np.float32)
+    """project_pinhole in float64 for labels: K (3, 3), xyz (N, 3) -> uv (N, 2) float32."""
+    return project_pinhole(K.astype(np.float64), xyz.astype(np.float64)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 
 import matplotlib
 
@@ -18,7 +17,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import mano_jax  # noqa: E402
 from mano_jax import procedural  # noqa: E402
 

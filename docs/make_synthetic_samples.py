@@ -14,15 +14,13 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from datasets import synthetic  # noqa: E402
-from hiu_jax.skeleton import BONES  # noqa: E402
+from datasets import synthetic
+from hiu_jax.geometry.skeleton import BONES
 
 FINGER_COLOURS = [(214, 39, 40), (255, 127, 14), (44, 160, 44), (31, 119, 180), (148, 103, 189)]
 SCALE = 3  # labels are drawn at 3x and shrunk back (smooth lines on 224 px tiles)

@@ -78,9 +78,12 @@ class Checkpoints:
             state=ocp.args.StandardSave(_to_host(state)), meta=ocp.args.JsonSave(meta)),
             metrics={BEST_METRIC: float(metrics[BEST_METRIC])}, force=True)
 
-    def restore(self, template, step=None, *, which: str = "last"):
+    def restore(self, template, step=None, *, which: str = "last", partial: bool = False):
         """(state, meta) at `step` (default: the latest) shaped like `template`, or None.
 
+        partial: restore only the entries of `template` (a dict naming some of the saved
+        state's fields, e.g. {"params", "batch_stats"}: no optimiser needed to restore a model
+        for inference); the other saved arrays are not read.
         With no `step`, a corrupt newest step is skipped (a warning names its directory) for
         the next older one. Raises CorruptCheckpointError when every candidate step is corrupt,
         and Orbax's own error when a step reads fine but does not fit `template`.
@@ -96,11 +99,17 @@ class Checkpoints:
         if not candidates:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_host(template))
+        if partial:
+            state_args = ocp.args.PyTreeRestore(
+                item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                partial_restore=True)
+        else:
+            state_args = ocp.args.StandardRestore(abstract)
         corrupt = []
         for s in candidates:
             try:
                 restored = manager.restore(s, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+                    state=state_args, meta=ocp.args.JsonRestore()))
             except Exception:  # noqa: BLE001  Orbax and TensorStore raise many types
                 reason = _unreadable(manager, s)
                 if reason is None:  # the step reads without the template: it does not fit it
@@ -176,21 +185,26 @@ def _to_host(tree):
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
-def restore_variables(checkpoint_dir: str, template_state, *, which: str = "last"):
-    """The model variables {"params", "batch_stats"} from a workdir or a checkpoints directory,
-    for evaluation and inference. Raises FileNotFoundError naming the directory if empty."""
+def restore_variables(checkpoint_dir: str, template: dict, *, which: str = "last"):
+    """(variables, meta): the model variables {"params", "batch_stats"} shaped like `template`
+    (the same dict, e.g. from runs.variables_template) from a workdir or a checkpoints
+    directory, for evaluation and inference: only those two are read (Orbax partial restore),
+    so no optimiser is built. Raises FileNotFoundError naming the directory if empty."""
     workdir = checkpoint_dir
     if os.path.basename(os.path.normpath(checkpoint_dir)) in ("last", "best"):
         which = os.path.basename(os.path.normpath(checkpoint_dir))
         workdir = os.path.dirname(os.path.dirname(os.path.normpath(checkpoint_dir)))
-    if not os.path.isdir(os.path.join(workdir, "checkpoints", which)):
-        raise FileNotFoundError(f"no checkpoints under {os.path.join(workdir, 'checkpoints', which)}")
+    directory = os.path.join(workdir, "checkpoints", which)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no checkpoints under {directory}")
     ckpts = Checkpoints(workdir)
     try:
-        restored = ckpts.restore(template_state, which=which)
+        restored = ckpts.restore({"params": template["params"],
+                                  "batch_stats": template["batch_stats"]}, which=which,
+                                 partial=True)
     finally:
         ckpts.close()
     if restored is None:
-        raise FileNotFoundError(f"{os.path.join(workdir, 'checkpoints', which)} holds no checkpoint")
-    state, meta = restored
-    return {"params": state.params, "batch_stats": state.batch_stats}, meta
+        raise FileNotFoundError(f"{directory} holds no checkpoint")
+    variables, meta = restored
+    return {"params": variables["params"], "batch_stats": variables["batch_stats"]}, meta

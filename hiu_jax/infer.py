@@ -1,18 +1,19 @@
 """Inference demo: 2D keypoints, 3D joints, the MANO mesh and a mask from hand images.
 
-    python -m hiu_jax.infer --checkpoint runs/default IMAGE [IMAGE ...] --out DIR
-        [--box x0,y0,x1,y1 ...] [--which last|best] [--config configs/x.py]
+    python -m hiu_jax.infer --workdir runs/default IMAGE [IMAGE ...] --out DIR
+        [--box x0,y0,x1,y1 ...] [--which last|best] [--config FILE] [--config.KEY=VALUE ...]
 
---checkpoint: a training work directory (train.py's --workdir, holding config.json and
-checkpoints/), its checkpoints/ directory, or checkpoints/last or checkpoints/best. The config
-comes from <workdir>/config.json (`config_from_workdir`) unless --config names a config file.
+The run's flags are train.py's and eval.py's (hiu_jax/runs.py): --workdir, a training work
+directory, or --checkpoint, that or its checkpoints/ directory or checkpoints/last|best; --which;
+the config is the run's, rebuilt exactly from its record (config_source.json, checked against
+config.json), unless --config names a config file; --config.KEY=VALUE overrides a value.
 
 The crop: without --box each image is taken as a hand crop: the square of side max(W, H) centred
 on the image (a non-square image is padded with black, not stretched) is resized to the model's
 crop size. With --box (image pixels x_min,y_min,x_max,y_max; one box for every image, or one
 --box per image in order) the crop is the pipeline's evaluation crop: a square of side
 crop_padding * max(box width, box height) (at least min_box_size) centred on the box; '--box full'
-takes that image whole, as without --box. Pixel convention as in datasets/pipeline.py: the pixel
+takes that image whole, as without --box. Pixel convention as in hiu_jax/geometry: the pixel
 in column c, row r has its centre at (c, r).
 
 Per image, into --out (STEM = the image file name without its extension):
@@ -32,255 +33,24 @@ exit with status 2 and one line naming the file or value at fault, before the mo
 A corrupt newest checkpoint is skipped for the next older one with a warning naming it (see
 hiu_jax/checkpoint.py); when none can be read, the one line lists the corrupt step directories.
 
-The module also holds what eval.py shares: `resolve_checkpoint`, `config_from_workdir`,
-`load_config_file` and `load_model`.
+eval.py shares `cut_crop`, `display_panel` and `to_uint8`; the run's config and model come from
+hiu_jax/runs.py.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
 import sys
-from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
-WHICH = ("last", "best")
+from hiu_jax import runs
+from hiu_jax.geometry import cameras, skeleton, warps
+from hiu_jax.runs import UserError
+
 FULL_IMAGE = "full"  # --box value: the whole image is the crop
-
-
-class UserError(Exception):
-    """Bad input from the command line or the files it names; reported in one line, exit 2."""
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _steps_in(directory: str) -> list:
-    """Finished Orbax steps (integer-named subdirectories) of a checkpoints/<which> directory."""
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(n) for n in os.listdir(directory)
-                  if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
-
-
-def resolve_checkpoint(path: str, which: Optional[str] = None) -> tuple[str, str]:
-    """(workdir, which) of a work directory, its checkpoints/ dir, or checkpoints/last|best.
-
-    which: "last" or "best", or None: the directory's own name for checkpoints/last|best, else
-    "last". Raises UserError naming the path when it holds no finished checkpoint, or when
-    `which` contradicts a checkpoints/last|best path.
-    """
-    if which is not None and which not in WHICH:
-        raise UserError(f"--which must be one of {WHICH}, got {which!r}")
-    p = os.path.normpath(os.path.abspath(path))
-    if not os.path.isdir(p):
-        raise UserError(f"checkpoint directory not found: {path}")
-    base = os.path.basename(p)
-    if base in WHICH and os.path.basename(os.path.dirname(p)) == "checkpoints":
-        if which is not None and which != base:
-            raise UserError(f"--which {which} contradicts the checkpoint directory {path}")
-        workdir, which = os.path.dirname(os.path.dirname(p)), base
-    elif os.path.isdir(os.path.join(p, "checkpoints")):
-        workdir = p
-    elif base == "checkpoints" and any(os.path.isdir(os.path.join(p, w)) for w in WHICH):
-        workdir = os.path.dirname(p)
-    else:
-        raise UserError(f"{path} is neither a training work directory (with checkpoints/) nor a "
-                        "checkpoints directory (with last/ or best/)")
-    which = which or "last"
-    directory = os.path.join(workdir, "checkpoints", which)
-    if not _steps_in(directory):
-        raise UserError(f"no finished checkpoint in {directory}")
-    return workdir, which
-
-
-# --------------------------------------------------------------------------- configs
-
-
-def _ensure_repo_on_path() -> None:
-    # configs/*.py import each other as `configs.<name>`: the repository root must be importable.
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
-
-
-def load_config_file(path: str):
-    """get_config() of a config file such as configs/tiny.py. Raises UserError naming the file."""
-    if not os.path.isfile(path):
-        raise UserError(f"config file not found: {path}")
-    _ensure_repo_on_path()
-    name = "_hiu_config_" + os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"config file {path} is not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # a broken user file: report it in one line
-        raise UserError(f"config file {path} failed to load: {type(e).__name__}: {e}") from None
-    if not callable(getattr(module, "get_config", None)):
-        raise UserError(f"config file {path} has no get_config()")
-    return module.get_config()
-
-
-def _flatten(tree, prefix="") -> dict:
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def _restore_types(value, template, key: str, missing: list):
-    """The JSON value with the template's types back: tuples where the template has tuples,
-    template entries that config.json lacks filled in (and listed in `missing`)."""
-    if isinstance(value, dict):
-        tdict = template if isinstance(template, dict) else {}
-        out = {k: _restore_types(v, tdict.get(k), f"{key}.{k}" if key else k, missing)
-               for k, v in value.items()}
-        for k, v in tdict.items():
-            if k not in value:
-                out[k] = v
-                missing.append(f"{key}.{k}" if key else k)
-        return out
-    if isinstance(value, list) and isinstance(template, tuple):
-        return tuple(value)
-    return value
-
-
-class RunConfig(NamedTuple):
-    """A run's config rebuilt from config.json: base = the configs/*.py it was derived from,
-    differences = how many values config.json overrides in it, missing = keys config.json lacks
-    (filled in from the base)."""
-
-    config: Any
-    base: str
-    differences: int
-    missing: tuple
-
-
-def config_from_json(path: str) -> RunConfig:
-    """The ConfigDict of a run from the config.json that train.py writes.
-
-    config.json holds every value (FieldReferences resolved, tuples written as lists). The base
-    config file is the configs/*.py whose get_config() differs from it in the fewest values (its
-    name is not stored); its types are restored (lists back to tuples), and keys that config.json
-    lacks (an older run) are taken from it and reported in `missing`.
-    """
-    import ml_collections
-
-    if not os.path.isfile(path):
-        raise UserError(f"run config not found: {path} (give --config configs/<name>.py)")
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise UserError(f"run config {path} is not valid JSON ({e})") from None
-    if not isinstance(data, dict) or "model" not in data or "crop_size" not in data:
-        raise UserError(f"run config {path} is not a train.py config (no 'model' / 'crop_size')")
-    flat = _flatten(data)
-    best = None
-    for fname in sorted(os.listdir(CONFIG_DIR)):
-        if not fname.endswith(".py") or fname == "__init__.py":
-            continue
-        template = load_config_file(os.path.join(CONFIG_DIR, fname)).to_dict()
-        tflat = _flatten(template)
-        diff = sum(1 for k in set(flat) | set(tflat) if flat.get(k, None) != tflat.get(k, None))
-        if best is None or diff < best[0]:
-            best = (diff, fname, template)
-    if best is None:
-        raise UserError(f"no config files in {CONFIG_DIR}")
-    diff, fname, template = best
-    missing = []
-    restored = _restore_types(data, template, "", missing)
-    return RunConfig(ml_collections.ConfigDict(restored), f"configs/{fname}", diff, tuple(missing))
-
-
-def config_from_workdir(workdir: str) -> RunConfig:
-    """`config_from_json` of <workdir>/config.json."""
-    return config_from_json(os.path.join(workdir, "config.json"))
-
-
-# --------------------------------------------------------------------------- model
-
-
-class LoadedModel(NamedTuple):
-    """A restored model. variables: {"params", "batch_stats"} (host arrays)."""
-
-    config: Any
-    config_source: str  # "configs/tiny.py" or "<workdir>/config.json (base configs/tiny.py)"
-    model: Any  # models.HIUNet (bn_axis_name None: inference)
-    variables: dict
-    step: int
-    workdir: str
-    which: str
-
-
-def _template_state(model, config):
-    """A TrainState of zeros shaped like the checkpoint's, without compiling the model's init
-    (jax.eval_shape traces it; the orbax restore only needs shapes and dtypes)."""
-    import jax
-
-    from hiu_jax import training
-
-    shape = (1, int(config.crop_size), int(config.crop_size), 3)
-    abstract = jax.eval_shape(
-        lambda key: training.create_train_state(model, config, key, shape), jax.random.key(0))
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
-
-
-def run_config(workdir: str, config_file: Optional[str] = None, log=None) -> tuple:
-    """(config, source): `config_file`'s get_config(), or the run's <workdir>/config.json.
-    log: called with a note when config.json lacks keys (taken from its base config file)."""
-    if config_file:
-        return load_config_file(config_file), config_file
-    rc = config_from_workdir(workdir)
-    if rc.missing and log:
-        log(f"note: {len(rc.missing)} config keys are not in {workdir}/config.json and come "
-            f"from {rc.base}: {', '.join(rc.missing)}")
-    return rc.config, f"{os.path.join(workdir, 'config.json')} (base {rc.base})"
-
-
-def load_model(checkpoint: str, *, config_file: Optional[str] = None,
-               which: Optional[str] = None, config=None, log=None) -> LoadedModel:
-    """The model and variables of a checkpoint (see `resolve_checkpoint`).
-
-    The config: `config` = (ConfigDict, description) when given, else `run_config` (the run's
-    <workdir>/config.json, or `config_file`). log: called with notes (e.g. print).
-    """
-    workdir, which = resolve_checkpoint(checkpoint, which)
-    if config is None:
-        config = run_config(workdir, config_file, log)
-    config, source = config
-    from hiu_jax import checkpoint as ckpt
-    from hiu_jax import models
-
-    try:
-        model = models.build_model(config.model, half_precision=bool(config.half_precision))
-        template = _template_state(model, config)
-    except (FileNotFoundError, ValueError, KeyError, AttributeError) as e:
-        raise UserError(f"cannot build the model of {source}: {type(e).__name__}: {e}") from None
-    try:
-        variables, meta = ckpt.restore_variables(workdir, template, which=which)
-    except FileNotFoundError as e:
-        raise UserError(str(e)) from None
-    except ckpt.CorruptCheckpointError as e:  # before ValueError: damaged files, not the config
-        raise UserError(str(e)) from None
-    except (ValueError, TypeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if len(first) > 240:  # orbax lists every key of the checkpoint
-            first = first[:240] + " ..."
-        raise UserError(f"the checkpoint in {os.path.join(workdir, 'checkpoints', which)} does "
-                        f"not match the config {source}: {first}") from None
-    return LoadedModel(config, source, model, variables, int(meta.get("step", -1)), workdir,
-                       which)
 
 
 def mano_pose_48(outputs: dict, config, mano_model) -> np.ndarray:
@@ -343,14 +113,6 @@ def parse_box(text: str) -> np.ndarray:
     return box
 
 
-def crop_matrix(center, side: float, crop_size: int) -> np.ndarray:
-    """The 3 x 3 map from image pixels to crop pixels of the square of side `side` centred on
-    `center` (the pipeline's crop_matrix: center -> ((N - 1) / 2, (N - 1) / 2), side -> N)."""
-    a = crop_size / float(side)
-    t = (crop_size - 1) / 2.0 - a * np.asarray(center, np.float64)
-    return np.array([[a, 0.0, t[0]], [0.0, a, t[1]], [0.0, 0.0, 1.0]])
-
-
 def crop_for(image_hw, box, config) -> tuple[np.ndarray, np.ndarray, float]:
     """(S, center, side): the crop of an image of size (H, W), around `box` ((4,) or None)."""
     h, w = image_hw
@@ -362,34 +124,20 @@ def crop_for(image_hw, box, config) -> tuple[np.ndarray, np.ndarray, float]:
         center = np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
         size = max(box[2] - box[0], box[3] - box[1])
         side = max(size * float(config.pipeline.crop_padding), float(config.pipeline.min_box_size))
-    return crop_matrix(center, side, n), center, side
+    return cameras.crop_matrix(center, side, n), center, side
 
 
-def warp_to_crop(image: np.ndarray, S: np.ndarray, crop_size: int) -> np.ndarray:
-    """Bilinear warp: crop pixel (row r, col c) samples the image at S^-1 (c, r) (pixel centres at
-    integer coordinates, as the pipeline); 0 outside the image. image (H, W, C) float."""
-    h, w = image.shape[:2]
-    inv = np.linalg.inv(S)
-    v, u = np.mgrid[0:crop_size, 0:crop_size].astype(np.float64)
-    x = inv[0, 0] * u + inv[0, 1] * v + inv[0, 2]
-    y = inv[1, 0] * u + inv[1, 1] * v + inv[1, 2]
-    x0, y0 = np.floor(x), np.floor(y)
-    fx, fy = x - x0, y - y0
-    out = np.zeros((crop_size, crop_size, image.shape[2]), np.float64)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            xi, yi = (x0 + dx).astype(np.int64), (y0 + dy).astype(np.int64)
-            weight = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy)
-            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            pixels = image[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]
-            out += (weight * inside)[..., None] * pixels
-    return out.astype(np.float32)
+def cut_crop(image: np.ndarray, S: np.ndarray, crop_size: int) -> np.ndarray:
+    """The crop (N, N, C) float32 of image (H, W, C) under the image-to-crop matrix S: the
+    bilinear warp of hiu_jax.geometry (computed in float64; 0 outside the image)."""
+    inverse = cameras.invert_affine(np.asarray(S, np.float64))
+    return warps.warp_bilinear(np.asarray(image, np.float64), inverse, crop_size).astype(
+        np.float32)
 
 
 def crop_to_image(points: np.ndarray, S: np.ndarray) -> np.ndarray:
     """Crop pixel coordinates (..., 2) -> original image pixels (..., 2) by S^-1."""
-    inv = np.linalg.inv(S)
-    return points @ inv[:2, :2].T + inv[:2, 2]
+    return cameras.apply_affine(cameras.invert_affine(np.asarray(S, np.float64)), points)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -473,13 +221,14 @@ def overlay_image(image, S, crop, pred, faces, display: int = 256) -> np.ndarray
     d = max(display, n)
     row = display_panel(crop, pred, faces, d)
     corners = crop_to_image(np.array([[-0.5, -0.5], [n - 0.5, n - 0.5]]), S)
-    view = crop_matrix(corners.mean(0), OVERLAY_CONTEXT * (corners[1, 0] - corners[0, 0]), d)
+    view = cameras.crop_matrix(corners.mean(0), OVERLAY_CONTEXT * (corners[1, 0] - corners[0, 0]),
+                               d)
 
     def to_view(points):
         return points @ view[:2, :2].T + view[:2, 2]
 
     kp = crop_to_image(np.asarray(pred["joints_2d"], np.float64), S)
-    left = visualize.draw_skeleton(warp_to_crop(image, view, d), to_view(kp))
+    left = visualize.draw_skeleton(cut_crop(image, view, d), to_view(kp))
     canvas = Image.fromarray(to_uint8(left))
     (x0, y0), (x1, y1) = to_view(corners)
     ImageDraw.Draw(canvas).rectangle([x0, y0, x1, y1], outline=(255, 255, 0), width=2)
@@ -488,10 +237,8 @@ def overlay_image(image, S, crop, pred, faces, display: int = 256) -> np.ndarray
 
 
 def prediction_record(pred: dict, S, center, side, crop_size, image_path, image_hw, box,
-                      loaded: LoadedModel) -> dict:
+                      loaded: runs.LoadedModel) -> dict:
     """The JSON-able result of one image (see the module docstring)."""
-    from hiu_jax import metrics
-
     kp_crop = np.asarray(pred["joints_2d"], np.float64)
     s, tx, ty = (float(c) for c in pred["cam"])
     return {
@@ -500,7 +247,7 @@ def prediction_record(pred: dict, S, center, side, crop_size, image_path, image_
         "box": None if box is None else [float(b) for b in box],
         "crop": {"center": [float(c) for c in center], "side": float(side),
                  "crop_size": int(crop_size), "image_to_crop": np.asarray(S).tolist()},
-        "joint_names": list(metrics.JOINT_NAMES),
+        "joint_names": list(skeleton.JOINT_NAMES),
         "keypoints_2d": crop_to_image(kp_crop, S).tolist(),
         "keypoints_2d_crop": kp_crop.tolist(),
         "joints_3d": np.asarray(pred["joints_3d"], np.float64).tolist(),
@@ -524,12 +271,6 @@ def prediction_record(pred: dict, S, center, side, crop_size, image_path, image_
 # --------------------------------------------------------------------------- CLI
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def _attach_box_values(argv: list) -> list:
     """'--box -100,-5,3,4' -> '--box=-100,-5,3,4': argparse takes a value that starts with '-'
     (and is not a single negative number) for an option, and fails with 'expected one
@@ -545,19 +286,17 @@ def _attach_box_values(argv: list) -> list:
 
 def parse_args(argv):
     argv = _attach_box_values(list(sys.argv[1:] if argv is None else argv))
-    parser = _ArgumentParser(
+    parser = runs.ArgumentParser(
         prog="python -m hiu_jax.infer",
-        description="HIU-JAX demo: 2D keypoints, 3D joints, MANO mesh and mask of hand images.")
+        description="HIU-JAX demo: 2D keypoints, 3D joints, MANO mesh and mask of hand images. "
+                    "--config.KEY=VALUE overrides a value of the run's config.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
-    parser.add_argument("--checkpoint", required=True,
-                        help="a work directory, its checkpoints/ or checkpoints/last|best")
+    runs.add_run_arguments(parser, config_help="config file (default: the run's, exactly as "
+                                               "recorded in <workdir>/config_source.json)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--box", action="append", metavar="x0,y0,x1,y1",
                         help="hand box in image pixels, or 'full' (the whole image is the hand "
                              "crop, the default): once for every image, or once per image")
-    parser.add_argument("--which", choices=WHICH,
-                        help="checkpoints/last (default) or checkpoints/best")
-    parser.add_argument("--config", help="config file (default: <workdir>/config.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -586,9 +325,7 @@ def _validate_inputs(args):
             raise UserError(f"images {stems[stem]} and {path} would write the same outputs "
                             f"({stem}.json); rename one")
         stems[stem] = path
-    workdir, which = resolve_checkpoint(args.checkpoint, args.which)
-    if args.config and not os.path.isfile(args.config):
-        raise UserError(f"config file not found: {args.config}")
+    workdir, which = runs.checkpoint_from_args(args)
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
@@ -603,8 +340,8 @@ def run(args) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    loaded = load_model(workdir, config_file=args.config, which=which,
-                        log=lambda m: print(m, file=sys.stderr))
+    loaded = runs.load_model(workdir, which, runs.run_config(workdir, args.config,
+                                                             args.overrides))
     n = int(loaded.config.crop_size)
     forward = forward_fn(loaded.model)
     faces = np.asarray(loaded.model.mano_model.faces)
@@ -614,7 +351,7 @@ def run(args) -> int:
                                        desc="infer", unit="image", disable=args.no_progress,
                                        file=sys.stderr):
         S, center, side = crop_for(image.shape[:2], box, loaded.config)
-        crop = warp_to_crop(image, S, n)
+        crop = cut_crop(image, S, n)
         out = {k: np.asarray(v)[0] for k, v in
                forward(loaded.variables, jnp.asarray(crop[None])).items()}
         out["mano_pose_48"] = mano_pose_48({k: v[None] for k, v in out.items()}, loaded.config,

@@ -82,7 +82,7 @@ CURVE_PANELS = (
     ("F-scores and mask", [("eval/f15", "F@15", "-"), ("eval/f5", "F@5", "-"),
                            ("eval/baseline/f15", "mean hand F@15", ":"),
                            ("eval/mask_iou", "mask IoU", "-")], ""),
-    ("2D keypoints", [("eval/kp2d_px", "mesh projection", "-"),
+    ("2D keypoints", [("eval/kp2d_mean_px", "mesh projection", "-"),
                       ("eval/kp2d_heatmap_px", "heat-map soft-argmax", "-")], "crop px"),
     ("Why (diagnostics)", [("eval/rot_error_deg", "global rotation error (deg)", "-"),
                            ("eval/rr_mpjpe_mm", "root-relative MPJPE (mm)", "-")], ""),

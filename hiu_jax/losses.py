@@ -30,11 +30,10 @@ do not divide it again. The metrics are already global (identical on every devic
 them unchanged). Under `jax.jit` with a sharded global batch pass axis_name=None: the batch is
 global, the plain formula is exact.
 
-Conventions (DESIGN.md, datasets/pipeline.py): crop pixels continuous with the pixel (row r,
-col c) CENTRED at (u, v) = (c, r); heat-map coordinates h = (p + 0.5) M / N - 0.5 for a crop of
-N and a heat map of M pixels (`crop_to_heatmap`); joints in FreiHAND order; 3D root-relative in
-metres; bones (parent, child) as `datasets.pipeline.BONES` (repeated here: hiu_jax must not import
-datasets). The supervised mask is compared at the logits' resolution (the crop mask is box
+Conventions (hiu_jax/geometry): crop pixels continuous with the pixel (row r, col c) CENTRED
+at (u, v) = (c, r); heat-map coordinates h = (p + 0.5) M / N - 0.5 for a crop of N and a heat map
+of M pixels (`crop_to_heatmap`); joints in FreiHAND order; 3D root-relative in metres; bones
+(parent, child) as `hiu_jax.geometry.skeleton.BONES`. The supervised mask is compared at the logits' resolution (the crop mask is box
 averaged when the logits are smaller).
 
 Units and default weights (`loss_config`): 2D errors are in crop pixels divided by the crop size
@@ -62,10 +61,11 @@ import numpy as np
 
 from hiu_jax import render
 from mano_jax import rotations
-from hiu_jax.models import PROJECTION_REF
-from hiu_jax.skeleton import (BONE_CHILDREN, BONE_PARENTS, BONES, NUM_BONES,  # noqa: F401
-                              NUM_KEYPOINTS, bone_directions, bone_regions, crop_to_heatmap,
-                              heatmap_to_crop, pooled_bone_vectors, soft_argmax)
+from hiu_jax.geometry.cameras import PROJECTION_REF
+from hiu_jax.geometry.cameras import crop_to_heatmap, heatmap_to_crop
+from hiu_jax.geometry.skeleton import (BONE_CHILDREN, BONE_PARENTS, BONES, NUM_BONES,  # noqa: F401
+                                       NUM_KEYPOINTS)
+from hiu_jax.keypoint_maps import bone_directions, bone_regions, pooled_bone_vectors, soft_argmax
 
 KEYPOINT_LOSSES = ("l1", "smooth_l1")
 SILHOUETTE_LOSSES = ("l2", "bce")
@@ -130,7 +130,9 @@ def registered_terms() -> dict:
 
 
 def loss_config() -> ml_collections.ConfigDict:
-    """The `loss` block of a config: term weights, level weights, switches and constants."""
+    """The library's `loss` block: every key it may hold, with its default (term weights, level
+    weights, switches and constants). Config files state their own values (configs/default.py);
+    resolve_loss_config fills what a block leaves out and validates it."""
     c = ml_collections.ConfigDict()
     # Term name -> weight; 0 switches a term off (it is then not computed).
     c.terms = ml_collections.ConfigDict(dict(
@@ -187,14 +189,38 @@ def _level_weights(values, count: int, what: str, per: str) -> Tuple[float, ...]
     return weights
 
 
+def resolve_loss_config(block) -> ml_collections.ConfigDict:
+    """A loss block (ConfigDict or mapping) with loss_config()'s default for every option it
+    leaves out, validated (validate_loss_config). Its `terms` are taken as they are: a term it
+    does not name is off."""
+    resolved = loss_config()
+    given = dict(block.items())
+    if "terms" not in given:
+        raise ValueError("loss config has no 'terms' block (name -> weight); see loss_config()")
+    _check_loss_keys(given)
+    resolved.terms = ml_collections.ConfigDict(dict(given.pop("terms").items()))
+    resolved.update(given)
+    validate_loss_config(resolved)
+    return resolved
+
+
+def _check_loss_keys(loss_cfg) -> None:
+    valid = tuple(loss_config().keys())
+    for key in loss_cfg.keys():
+        if key not in valid:
+            raise ValueError(f"loss config: unknown key {key!r}; valid keys: {', '.join(valid)}")
+
+
 def validate_loss_config(loss_cfg) -> dict:
     """Checks a loss block; returns {name: weight} of the active terms (weight != 0).
 
-    Raises ValueError naming the bad field: an unknown term (listing the registered names), a
-    weight that is not a finite number >= 0, an unknown option of a switch.
+    Raises ValueError naming the bad field: an unknown key (listing the valid ones), an unknown
+    term (listing the registered names), a weight that is not a finite number >= 0, an unknown
+    option of a switch.
     """
     if "terms" not in loss_cfg:
         raise ValueError("loss config has no 'terms' block (name -> weight); see loss_config()")
+    _check_loss_keys(loss_cfg)
     active = {}
     for name, weight in loss_cfg.terms.items():
         if name not in _REGISTRY:
@@ -234,7 +260,7 @@ def check_label_hand_model(loss_cfg, mano_labelled_sources, mano_path) -> None:
     """Refuses to train MANO_LABEL_TERMS on labels of the licensed MANO model with another hand.
 
     mano_labelled_sources: the names of the training sources whose vertex / MANO labels come
-    from the licensed model (datasets.pipeline.MANO_LABELLED that the run mixes in); mano_path:
+    from the licensed model (datasets.registry.MANO_LABELLED that the run mixes in); mano_path:
     config.model.mano_path ('' = the procedural hand, whose vertex i is another surface point and
     whose pose and shape spaces are its own). Raises ValueError naming the flag to set.
     """
@@ -261,12 +287,6 @@ def ramp_factor(loss_cfg, step):
 
 # ----------------------------------------------------------------------------------------------
 # Geometry helpers (pipeline conventions)
-
-
-def crop_to_render_pixels(p, crop_size: int, size: int):
-    """Crop pixel coordinates -> coordinates of `hiu_jax.render` on a size x size image covering
-    the crop, whose pixel k has its centre at k + 0.5: u = (p + 0.5) size / N."""
-    return (p + 0.5) * (size / crop_size)
 
 
 def crop_size_of(batch) -> int:
@@ -433,7 +453,7 @@ def keypoints_2d_l1(outputs, batch, cfg):
 
 def weak_perspective_fit(joints_3d, keypoints_2d, visibility, crop_size: int):
     """The least-squares weak-perspective camera of the labels: (B, 3) = (s, tx, ty) minimising
-    sum_j vis_j |project_weak_perspective_crop(X_j) - uv_j|^2 (models.py's convention), with
+    sum_j vis_j |crop_camera_projection(X_j) - uv_j|^2 (models.py's convention), with
     X root-relative metres (B, 21, 3) and uv crop pixels (B, 21, 2). Closed form: with
     a = N / 2, b = a / PROJECTION_REF and visibility-weighted means, s = cov(X_xy, uv) /
     (b var(X_xy)) and t = (mean(uv) - a - b s mean(X_xy)) / a. Also returns a (B,) validity
@@ -571,7 +591,8 @@ def silhouette_consistency(outputs, batch, cfg):
     model = _needs_mano("silhouette", cfg)
     logits = outputs["mask_logits"][-1]
     size = int(cfg.get("silhouette_size", 0)) or logits.shape[1]
-    uv = crop_to_render_pixels(outputs["vertices_2d"], crop_size_of(batch), size)
+    # The S x S grid spans the crop as a heat map does (pixel areas aligned): crop_to_heatmap.
+    uv = crop_to_heatmap(outputs["vertices_2d"], crop_size_of(batch), size)
     sil = render.soft_silhouette(uv, model.faces, size, size, cfg.silhouette_sigma)
     target = jax.lax.stop_gradient(area_downsample(jax.nn.sigmoid(logits), size)[..., 0])
     if cfg.silhouette_loss == "l2":

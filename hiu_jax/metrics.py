@@ -2,6 +2,9 @@
 (RHD/STB), 2D PCK and mask IoU. No JAX or TensorFlow import, so training-time evaluation and
 eval.py share it.
 
+Inputs are validated by hiu_jax.pointsets.check_points (shapes, finiteness); reading and writing
+FreiHAND's JSON files (pred.json, the ground-truth lists) is hiu_jax/pointsets.py.
+
 Units: 3D inputs are metres. Functions return metres unless a key or name says otherwise
 (``*_mm``); the FreiHAND score keys that the official script writes to ``scores.txt`` follow that
 file, whose mean errors are in **centimetres** (see `freihand_scores`).
@@ -29,20 +32,16 @@ detail by detail, as implemented here:
 """
 from __future__ import annotations
 
-import json
-import numbers
-import os
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-NUM_KEYPOINTS = 21
+from hiu_jax.geometry.skeleton import NUM_KEYPOINTS
+from hiu_jax.pointsets import check_points
+
 NUM_MANO_VERTICES = 778
 ALIGN_EPS = 1e-8  # added to each Frobenius norm in align_w_scale, as in the official script
-# Largest |coordinate| a 3D point read from a file may have: a hand is within metres of the
-# camera; 100 m leaves room for any real scene and catches wrong units (mm = 1000x) and garbage.
-MAX_ABS_COORDINATE_M = 100.0
 
 FREIHAND_PCK_THRESHOLDS = np.linspace(0.0, 0.05, 100)  # metres (official get_measures(0, .05, 100))
 FSCORE_THRESHOLDS = (0.005, 0.015)  # metres
@@ -51,139 +50,12 @@ ROOT_RELATIVE_PCK_THRESHOLDS = np.linspace(0.020, 0.050, 31)  # metres
 PCK_2D_PIXEL_THRESHOLDS = np.linspace(0.0, 30.0, 31)  # pixels, 1 px steps
 PCK_2D_BOX_THRESHOLDS = np.linspace(0.0, 0.5, 51)  # fractions of the hand box's longer side
 
-# FreiHAND/OpenPose order: wrist, then thumb, index, middle, ring, pinky, each base to tip.
-JOINT_NAMES = (
-    "wrist",
-    "thumb_cmc", "thumb_mcp", "thumb_ip", "thumb_tip",
-    "index_mcp", "index_pip", "index_dip", "index_tip",
-    "middle_mcp", "middle_pip", "middle_dip", "middle_tip",
-    "ring_mcp", "ring_pip", "ring_dip", "ring_tip",
-    "pinky_mcp", "pinky_pip", "pinky_dip", "pinky_tip",
-)
-
 # The score keys of the official scores.txt, in its order.
 FREIHAND_SCORE_KEYS = (
     "xyz_mean3d", "xyz_auc3d", "xyz_al_mean3d", "xyz_al_auc3d",
     "mesh_mean3d", "mesh_auc3d", "mesh_al_mean3d", "mesh_al_auc3d",
     "f_score_5", "f_al_score_5", "f_score_15", "f_al_score_15",
 )
-
-
-# --------------------------------------------------------------------------- boundary validation
-
-
-def _first_non_finite(x: np.ndarray) -> Optional[tuple]:
-    """Index tuple of the first non-finite entry of `x`, or None."""
-    bad = np.argwhere(~np.isfinite(x))
-    return None if len(bad) == 0 else tuple(int(i) for i in bad[0])
-
-
-def _check_range(name: str, x: np.ndarray, max_abs: Optional[float], sample=None) -> None:
-    """Raises ValueError naming the sample, point and value of the first |x| > max_abs."""
-    if max_abs is None:
-        return
-    bad = np.argwhere(np.abs(x) > max_abs)
-    if len(bad):
-        at = tuple(int(i) for i in bad[0])
-        where = f"sample {at[0]}, point {at[1]}" if sample is None else \
-            f"sample {sample}, point {at[0]}"
-        raise ValueError(f"{name}: {where} has coordinate {x[at]:.6g}, beyond the physical "
-                         f"range +-{max_abs:g} m (wrong units, e.g. millimetres?)")
-
-
-def _numbers_array(item) -> np.ndarray:
-    """float64 array of `item`, whose leaves must be real numbers: np.asarray(.., float) would
-    silently turn the str "1.5" and the bool true into numbers.
-
-    Raises:
-      TypeError: a leaf is a str, bool or other non-number (the message names its type).
-      ValueError: ragged nesting.
-    """
-    if isinstance(item, np.ndarray) and item.dtype != object:
-        if item.dtype.kind not in "iuf":
-            raise TypeError(f"holds {item.dtype} values, expected numbers")
-        return item.astype(np.float64)
-    leaves = np.asarray(item, dtype=object)
-    for kind in set(map(type, leaves.ravel())):
-        if not issubclass(kind, numbers.Real) or issubclass(kind, (bool, np.bool_)):
-            example = next(v for v in leaves.ravel() if type(v) is kind)
-            if isinstance(example, (list, tuple)):
-                raise ValueError("ragged nesting")
-            raise TypeError(f"holds {kind.__name__} values (e.g. {example!r:.40}), expected "
-                            "numbers")
-    return leaves.astype(np.float64)
-
-
-def check_points(name: str, x, num_points: Optional[int] = None,
-                 num_samples: Optional[int] = None, dims: int = 3,
-                 max_abs: Optional[float] = None) -> np.ndarray:
-    """Validates a batch of point sets and returns it as float64.
-
-    Args:
-      name: what `x` is, for the error messages.
-      x: (N, P, dims) array-like.
-      num_points: required P, or None for any P >= 1.
-      num_samples: required N, or None.
-      max_abs: refuse |coordinate| > max_abs (e.g. `MAX_ABS_COORDINATE_M`); None: no limit.
-    Raises:
-      ValueError naming `name` and the found shape, the sample count, or the sample, point and
-      value of the first non-finite or out-of-range entry.
-    """
-    try:
-        x = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name}: not a numeric array ({e})") from None
-    want = f"(N, {num_points if num_points is not None else 'P'}, {dims})"
-    if x.ndim != 3 or x.shape[2] != dims or x.shape[1] == 0:
-        raise ValueError(f"{name}: expected shape {want}, found {x.shape}")
-    if num_points is not None and x.shape[1] != num_points:
-        raise ValueError(f"{name}: expected shape {want}, found {x.shape}")
-    if num_samples is not None and x.shape[0] != num_samples:
-        raise ValueError(f"{name}: {x.shape[0]} samples, expected {num_samples}")
-    bad = _first_non_finite(x)
-    if bad is not None:
-        raise ValueError(f"{name}: sample {bad[0]} has a non-finite value ({x[bad]}) at point "
-                         f"{bad[1]}, coordinate {bad[2]}")
-    _check_range(name, x, max_abs)
-    return x
-
-
-def stack_samples(name: str, samples: Sequence, num_points: Optional[int] = None,
-                  dims: int = 3, max_abs: Optional[float] = MAX_ABS_COORDINATE_M) -> np.ndarray:
-    """Stacks N per-sample point sets (each (P, dims), e.g. from JSON) into (N, P, dims) float64.
-
-    Args:
-      name: what the list is, for the error messages (e.g. "pred.json keypoints").
-      samples: sequence of N array-likes of numbers (str and bool are refused).
-      num_points: required P, or None: then every sample must have sample 0's P.
-      max_abs: refuse |coordinate| > max_abs (metres by default); None: no limit.
-    Raises:
-      ValueError naming the index and found shape of the first malformed sample (ragged, wrong
-      shape, non-numeric), or the index, point and value of the first non-finite or
-      out-of-range entry.
-    """
-    if len(samples) == 0:
-        raise ValueError(f"{name}: no samples")
-    arrays = []
-    for i, s in enumerate(samples):
-        try:
-            a = _numbers_array(s)
-        except TypeError as e:
-            raise ValueError(f"{name}: sample {i} {e}") from None
-        except ValueError:
-            raise ValueError(f"{name}: sample {i} is not a rectangular numeric array") from None
-        p = num_points if num_points is not None else (arrays[0].shape[0] if arrays else None)
-        if (a.ndim != 2 or a.shape[1] != dims or a.shape[0] == 0
-                or (p is not None and a.shape[0] != p)):
-            want = f"({p if p is not None else 'P'}, {dims})"
-            raise ValueError(f"{name}: sample {i} has shape {a.shape}, expected {want}")
-        bad = _first_non_finite(a)
-        if bad is not None:
-            raise ValueError(f"{name}: sample {i} has a non-finite value ({a[bad]}) at point "
-                             f"{bad[0]}, coordinate {bad[1]}")
-        _check_range(name, a, max_abs, sample=i)
-        arrays.append(a)
-    return np.stack(arrays)
 
 
 # --------------------------------------------------------------------------- alignment
@@ -513,72 +385,6 @@ def freihand_scores(xyz_pred, verts_pred, xyz_gt, verts_gt,
             kp_al_errors_m=kp_al_err),
     )
     return scores
-
-
-def write_pred_json(path: str, xyz_list, verts_list) -> None:
-    """Writes a FreiHAND submission: the JSON list [xyz_list, verts_list], metres, evaluation order.
-
-    Args:
-      xyz_list: N array-likes (21, 3); verts_list: N array-likes (V, 3) (778 for MANO).
-    Values are written as float64 (Python's shortest round-trip repr), so `read_pred_json`
-    returns exactly the float64 values written. Raises ValueError (naming the sample) on
-    mismatched counts, shapes or non-finite values; nothing is written then.
-    """
-    if len(xyz_list) != len(verts_list):
-        raise ValueError(f"{len(xyz_list)} keypoint sets but {len(verts_list)} meshes")
-    xyz = stack_samples("xyz_list", xyz_list, NUM_KEYPOINTS)
-    verts = stack_samples("verts_list", verts_list)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump([xyz.tolist(), verts.tolist()], f, allow_nan=False)
-    os.replace(tmp, path)
-
-
-def read_json(path: str):
-    """The JSON value in the UTF-8 file `path`.
-
-    Raises:
-      OSError: the file cannot be opened.
-      ValueError naming `path`: not UTF-8, not valid JSON, or nested too deeply for the parser.
-    """
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") \
-                from None
-        except RecursionError:
-            raise ValueError(f"{path}: JSON nested too deeply to read") from None
-
-
-def read_pred_json(path: str) -> tuple[list, list]:
-    """Reads a FreiHAND submission written by `write_pred_json` (or the official ``pred.py``).
-
-    Returns:
-      (xyz_list, verts_list): lists of float64 arrays, (21, 3) and (V, 3) expected, in metres;
-      shapes and values are not validated here (see `stack_samples`), only the layout.
-    Raises:
-      ValueError if the file is not UTF-8 JSON of the form [list, list], or a sample is not a
-      rectangular array of numbers (str and bool are refused; naming the list and index).
-    """
-    data = read_json(path)
-    if not (isinstance(data, list) and len(data) == 2 and all(isinstance(d, list) for d in data)):
-        raise ValueError(f"{path}: expected a JSON list [xyz_list, verts_list]")
-    out = []
-    for name, items in zip(("keypoints", "vertices"), data):
-        arrays = []
-        for i, item in enumerate(items):
-            try:
-                arrays.append(_numbers_array(item))
-            except TypeError as e:
-                raise ValueError(f"{path}: {name} sample {i} {e}") from None
-            except ValueError:
-                raise ValueError(f"{path}: {name} sample {i} is not a rectangular numeric "
-                                 "array") from None
-        out.append(arrays)
-    return out[0], out[1]
 
 
 # --------------------------------------------------------------------------- RHD / STB 3D PCK

@@ -18,13 +18,13 @@ no wrap at pi) when `global_rotation` = "rot6d", the fingers as `pose_parameteri
 betas = beta_limit * tanh(theta_beta / beta_limit) keeps the shape within +-beta_limit standard
 deviations (0 = unbounded).
 
-Design decisions where the paper is silent are in DESIGN.md ("The network"). Every size is a
-config field; `configs/` holds the full (ResNet-50 body per stack) and tiny sizes.
+Design decisions where the paper is silent are listed in docs/architecture.md ("The network").
+Every size is a config field; `configs/` holds the full (ResNet-50 body per stack) and tiny sizes.
 
-Projection convention (crop pixels, origin at the crop's top-left corner, x right, y down):
+Projection: the weak-perspective crop camera of hiu_jax.geometry.cameras.crop_camera_projection,
     uv = crop/2 * (1 + t + s * X_xy / PROJECTION_REF)
-with X root-relative in metres and PROJECTION_REF = 0.1 m, so s ~ 1 makes a 0.1 m offset span half
-the crop.
+in crop pixels, with X root-relative in metres and PROJECTION_REF = 0.1 m, so s ~ 1 makes a 0.1 m
+offset span half the crop.
 """
 from __future__ import annotations
 
@@ -37,10 +37,11 @@ import jax.numpy as jnp
 import ml_collections
 
 import mano_jax
-from hiu_jax import skeleton
+from hiu_jax import keypoint_maps
+from hiu_jax.geometry import skeleton
+from hiu_jax.geometry.cameras import PROJECTION_REF, crop_camera_projection
 from mano_jax import lbs, rotations
 
-PROJECTION_REF = 0.1  # metres; see the module docstring
 NUM_KEYPOINTS = skeleton.NUM_KEYPOINTS
 NUM_BONES = skeleton.NUM_BONES
 POSE_PARAMETERISATIONS = ("axis_angle", "pca", "rot6d")
@@ -129,7 +130,7 @@ def mano_from_theta(mano_model, theta, layout, pose_parameterisation, beta_limit
 
 
 def camera_from_theta(theta, layout, init_cam_scale: float, joints_3d):
-    """(B, T) theta -> (B, 3) weak-perspective camera (s, tx, ty) of `project_weak_perspective_crop`.
+    """(B, T) theta -> (B, 3) weak-perspective camera (s, tx, ty) of `crop_camera_projection`.
 
     The regressor's camera (theta_s, t_c) is anchored at the centroid c of the hand's 21 joints
     (B, 21, 3) root-relative: uv = N/2 (1 + t_c + s (X - c)_xy / REF), so theta = 0 puts the
@@ -140,12 +141,6 @@ def camera_from_theta(theta, layout, init_cam_scale: float, joints_3d):
     s = init_cam_scale * jnp.exp(jnp.clip(raw[..., :1], -MAX_LOG_CAM_SCALE, MAX_LOG_CAM_SCALE))
     centroid = jnp.mean(joints_3d[..., :2], axis=-2)
     return jnp.concatenate([s, raw[..., 1:] - s * centroid / PROJECTION_REF], -1)
-
-
-def project_weak_perspective_crop(points, cam, crop_size):
-    """Root-relative points (B, N, 3) metres, cam (B, 3) = (s, tx, ty) -> (B, N, 2) crop pixels."""
-    s, t = cam[..., None, :1], cam[..., None, 1:3]
-    return 0.5 * crop_size * (1.0 + t + s * points[..., :2] / PROJECTION_REF)
 
 
 class ConvBN(nn.Module):
@@ -343,12 +338,12 @@ class HIUNet(nn.Module):
         # Coarse to fine: the regressor also reads the 2D keypoints and the 3D bone directions
         # that the last stack found (stop-gradient: those heads learn from their own labels).
         heat = jax.lax.stop_gradient(outputs["heatmaps"][-1])
-        keypoints_hm = skeleton.soft_argmax(heat, cfg.get("keypoint_temperature", 0.04))
+        keypoints_hm = keypoint_maps.soft_argmax(heat, cfg.get("keypoint_temperature", 0.04))
         outputs["keypoints_hm"] = keypoints_hm
         if cfg.get("coarse_to_fine_inputs", False):
             m = cfg.heatmap_size
-            regions = skeleton.soft_bone_regions(keypoints_hm, m, 1.0)
-            bones = skeleton.pooled_bone_vectors(jax.lax.stop_gradient(outputs["pof"][-1]),
+            regions = keypoint_maps.soft_bone_regions(keypoints_hm, m, 1.0)
+            bones = keypoint_maps.pooled_bone_vectors(jax.lax.stop_gradient(outputs["pof"][-1]),
                                                  regions)
             keypoints_unit = 2.0 * (keypoints_hm + 0.5) / m - 1.0  # the crop spans [-1, 1]
             vector = jnp.concatenate([vector.astype(jnp.float32),
@@ -368,11 +363,11 @@ class HIUNet(nn.Module):
             cam = camera_from_theta(theta, layout, cfg.init_cam_scale, hand["joints_3d"])
             outputs["cam"].append(cam)
             outputs["joints_3d_iters"].append(hand["joints_3d"])
-            outputs["joints_2d_iters"].append(project_weak_perspective_crop(hand["joints_3d"], cam, crop))
+            outputs["joints_2d_iters"].append(crop_camera_projection(hand["joints_3d"], cam, crop))
         outputs["vertices"] = hand["vertices"]
         outputs["joints_3d"] = hand["joints_3d"]
         outputs["joints_2d"] = outputs["joints_2d_iters"][-1]
-        outputs["vertices_2d"] = project_weak_perspective_crop(hand["vertices"], cam, crop)
+        outputs["vertices_2d"] = crop_camera_projection(hand["vertices"], cam, crop)
         outputs["mano_pose"] = hand["pose"] if hand["pose"] is not None else jnp.zeros(
             (images.shape[0], 0), jnp.float32)
         outputs["mano_betas"] = hand["betas"]

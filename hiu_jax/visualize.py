@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from hiu_jax import render
 from hiu_jax.losses import BONES
-from hiu_jax.models import PROJECTION_REF
+from hiu_jax.geometry.cameras import PROJECTION_REF
 
 FINGER_COLOURS = ((230, 60, 60), (240, 150, 40), (60, 180, 75), (50, 120, 230), (150, 80, 200))
 MESH_DISTANCE = 10.0  # metres: the weak-perspective mesh is drawn by a far pinhole camera
@@ -44,12 +44,12 @@ def overlay_mask(image, mask, colour=(0.1, 0.8, 0.3), alpha: float = 0.45):
 
 
 def weak_perspective_camera(cam, crop_size: int):
-    """The pinhole camera (K (3, 3), depth) that reproduces models.project_weak_perspective_crop
+    """The pinhole camera (K (3, 3), depth) that reproduces geometry.cameras.crop_camera_projection
     for root-relative points placed MESH_DISTANCE metres in front of it."""
     s, tx, ty = (float(c) for c in cam)
     f = 0.5 * crop_size * s / PROJECTION_REF * MESH_DISTANCE
     K = np.array([[f, 0, 0.5 * crop_size * (1 + tx)], [0, f, 0.5 * crop_size * (1 + ty)], [0, 0, 1]])
-    return render.pixel_centre_intrinsics(K), MESH_DISTANCE
+    return K, MESH_DISTANCE
 
 
 def render_mesh_overlay(image, vertices, faces, cam, alpha: float = 0.7):

@@ -56,11 +56,12 @@ import numpy as np
 import optax
 
 from mano_jax import rotations
-from mano_jax.lbs import (JOINT_KINDS, JOINT_ORDERS, MANO_TO_OPENPOSE, forward, shape_blend,
-                          tip_vertex_ids)
+from mano_jax.camera import project_pinhole
+from mano_jax.fit_checks import (NUM_KEYPOINTS, as_float_array, check_intrinsics, check_model,
+                                 check_options, check_weights)
+from mano_jax.lbs import MANO_TO_OPENPOSE, forward, shape_blend
 from mano_jax.model import NUM_JOINTS, MANOModel
 
-NUM_KEYPOINTS = 21
 # Palm joints in MANO-with-tips order: wrist, index MCP, middle MCP, pinky MCP, ring MCP, thumb
 # CMC. Children of the root only, so the global rotation alone places them.
 _PALM_MANO = (0, 1, 4, 7, 10, 13)
@@ -69,6 +70,9 @@ _PALM = {"mano": _PALM_MANO,
 _NON_PALM_KABSCH_WEIGHT = 0.01  # other joints only break ties when the palm is hidden
 _MM = 1e-3
 _WRIST_STEP = 0.01  # metres per unit of the 3D wrist parameter (centimetres)
+# Projected depths are clamped to 1 mm so that joints behind the camera give large but finite
+# pixel values (and finite gradients) instead of NaN.
+_MIN_DEPTH = 1e-3
 
 # Adam settings tuned on sampled procedural hands (B = 16, float32): with these, 1000 steps bring
 # every one of 128 sampled hands under 0.2 mm (3D) and of 96 under 0.5 px (2D). A second-moment
@@ -180,16 +184,16 @@ def fit_to_joints_3d(
     Raises:
       ValueError: a shape, a non-finite value or a bad option, naming the argument.
     """
-    _check_model(model)
-    targets = _as_float_array(joints_3d, "joints_3d", model)
+    check_model(model)
+    targets = as_float_array(joints_3d, "joints_3d", model)
     if targets.ndim != 3 or targets.shape[1:] != (NUM_KEYPOINTS, 3):
         raise ValueError(f"joints_3d must have shape (B, 21, 3) (metres), got {targets.shape}")
     batch = targets.shape[0]
     if batch < 1:
         raise ValueError("joints_3d holds no hands (B = 0)")
-    weights = _check_weights(weights, "weights", batch, model)
-    options = _check_options(model, flat_hand_mean, steps, learning_rate, joint_kind, tips,
-                             joint_order, pose_prior_weight, shape_prior_weight)
+    weights = check_weights(weights, "weights", batch, model)
+    options = check_options(model, flat_hand_mean, steps, learning_rate, joint_kind, tips,
+                            joint_order, pose_prior_weight, shape_prior_weight)
     sub, sub_tips = _joint_support_model(model, options["tips"])
     dtype = targets.dtype
     return _run_3d(model, sub, targets, weights, np.asarray(learning_rate, dtype),
@@ -216,9 +220,10 @@ def fit_to_keypoints_2d(
     """MANO pose, shape and camera-frame translation whose projected joints match 2D keypoints.
 
     The camera is a pinhole with intrinsics K in the OpenCV frame (x right, y down, z forward):
-    pixel = (K X)[:2] / (K X)[2] for a camera-frame point X in metres. From 2D alone, depth and
-    hand size trade off and finger bends toward or away from the camera look alike; the priors
-    pick a plausible hand, but only the reprojection error is a measure of the fit.
+    pixel = (K X)[:2] / (K X)[2] for a camera-frame point X in metres (`camera.project_pinhole`;
+    integer pixel coordinates at pixel centres). From 2D alone, depth and hand size trade off and
+    finger bends toward or away from the camera look alike; the priors pick a plausible hand, but
+    only the reprojection error is a measure of the fit.
 
     Args:
       model: a `MANOModel`.
@@ -242,114 +247,23 @@ def fit_to_keypoints_2d(
       ValueError: a shape, a non-finite value, a singular K or a bad option, naming the
         argument.
     """
-    _check_model(model)
-    keypoints = _as_float_array(keypoints_2d, "keypoints_2d", model)
+    check_model(model)
+    keypoints = as_float_array(keypoints_2d, "keypoints_2d", model)
     if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_KEYPOINTS, 2):
         raise ValueError(f"keypoints_2d must have shape (B, 21, 2) (pixels), got {keypoints.shape}")
     batch = keypoints.shape[0]
     if batch < 1:
         raise ValueError("keypoints_2d holds no hands (B = 0)")
-    K = _check_intrinsics(K, batch, model)
-    weights = _check_weights(visibility, "visibility", batch, model, minimum_visible=2)
-    options = _check_options(model, flat_hand_mean, steps, learning_rate, joint_kind, tips,
-                             joint_order, pose_prior_weight, shape_prior_weight)
+    K = check_intrinsics(K, batch, model)
+    weights = check_weights(visibility, "visibility", batch, model, minimum_visible=2)
+    options = check_options(model, flat_hand_mean, steps, learning_rate, joint_kind, tips,
+                            joint_order, pose_prior_weight, shape_prior_weight)
     sub, sub_tips = _joint_support_model(model, options["tips"])
     dtype = keypoints.dtype
     return _run_2d(model, sub, keypoints, K, weights, np.asarray(learning_rate, dtype),
                    np.asarray(pose_prior_weight, dtype), np.asarray(shape_prior_weight, dtype),
                    np.asarray(bool(flat_hand_mean)), rigid_steps=max(int(steps) // 5, 10),
                    steps=int(steps), sub_tips=sub_tips, **options)
-
-
-def project(points, K):
-    """Pinhole projection. points (..., N, 3) camera frame, metres; K (..., 3, 3) -> (..., N, 2) px.
-
-    Depths below 1 mm are clamped to 1 mm so that points behind the camera give large but
-    finite pixel values (and finite gradients) instead of NaN.
-    """
-    camera = jnp.einsum("...ab,...nb->...na", K, points)
-    depth = jnp.maximum(camera[..., 2:], 1e-3)
-    return camera[..., :2] / depth
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation at the boundary
-
-
-def _check_model(model):
-    if not isinstance(model, MANOModel):
-        raise TypeError(f"model must be a mano_jax.MANOModel, got {type(model).__name__}")
-
-
-def _as_float_array(value, name, model):
-    try:
-        array = np.asarray(value, dtype=np.asarray(model.v_template).dtype)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} must be a numeric array: {error}") from None
-    if not np.all(np.isfinite(array)):
-        bad = np.argwhere(~np.isfinite(array))[0]
-        raise ValueError(f"{name} holds non-finite values (first at index {tuple(bad)})")
-    return array
-
-
-def _check_weights(value, name, batch, model, minimum_visible=1):
-    dtype = np.asarray(model.v_template).dtype
-    if value is None:
-        return np.ones((batch, NUM_KEYPOINTS), dtype)
-    weights = _as_float_array(value, name, model)
-    if weights.shape != (batch, NUM_KEYPOINTS):
-        raise ValueError(f"{name} must have shape ({batch}, 21), got {weights.shape}")
-    if np.any(weights < 0):
-        raise ValueError(f"{name} must be non-negative, got min {weights.min()}")
-    count = np.sum(weights > 0, axis=1)
-    if np.any(count < minimum_visible):
-        hand = int(np.argmax(count < minimum_visible))
-        raise ValueError(f"{name}: hand {hand} has {int(count[hand])} joints with positive "
-                         f"weight, at least {minimum_visible} needed")
-    return weights
-
-
-def _check_intrinsics(K, batch, model):
-    K = _as_float_array(K, "K", model)
-    if K.shape == (3, 3):
-        K = np.broadcast_to(K, (batch, 3, 3))
-    if K.shape != (batch, 3, 3):
-        raise ValueError(f"K must have shape (3, 3) or ({batch}, 3, 3), got {K.shape}")
-    k64 = K.astype(np.float64)
-    bad_row = ~np.all(np.abs(k64[:, 2] - [0.0, 0.0, 1.0]) <= 1e-6, axis=1)
-    if np.any(bad_row):
-        i = int(np.argmax(bad_row))
-        raise ValueError("K must be pinhole intrinsics [[fx, s, cx], [0, fy, cy], [0, 0, 1]]; "
-                         f"hand {i} has last row {k64[i, 2].tolist()}")
-    det = np.linalg.det(k64)
-    scale = np.abs(k64[:, :2, :2]).max(axis=(1, 2)) ** 2
-    singular = ~(np.abs(det) > 1e-9 * np.maximum(scale, 1e-30))
-    if np.any(singular):
-        i = int(np.argmax(singular))
-        raise ValueError(f"K is singular (det {det[i]:.3g}) for hand {i}: {k64[i].tolist()}")
-    return np.ascontiguousarray(K)
-
-
-def _check_options(model, flat_hand_mean, steps, learning_rate, joint_kind, tips, joint_order,
-                   pose_prior_weight, shape_prior_weight):
-    if not isinstance(flat_hand_mean, (bool, np.bool_)):
-        raise ValueError(f"flat_hand_mean must be True or False, got {flat_hand_mean!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 10:
-        raise ValueError(f"steps must be an int >= 10, got {steps!r}")
-    for name, value in (("learning_rate", learning_rate), ("pose_prior_weight", pose_prior_weight),
-                        ("shape_prior_weight", shape_prior_weight)):
-        if not np.isscalar(value) or not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    if joint_kind not in JOINT_KINDS:
-        raise ValueError(f"joint_kind must be one of {JOINT_KINDS}, got {joint_kind!r}")
-    if joint_order not in JOINT_ORDERS:
-        raise ValueError(f"joint_order must be one of {JOINT_ORDERS}, got {joint_order!r}")
-    tip_ids = tip_vertex_ids(tips, model.side)
-    if min(tip_ids) < 0 or max(tip_ids) >= model.num_vertices:
-        raise ValueError(f"tips: fingertip ids {tip_ids} outside 0..{model.num_vertices - 1}")
-    return dict(tips=tip_ids, joint_kind=joint_kind, joint_order=joint_order)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,7 +460,7 @@ def _fit_2d(model, keypoints, K, weights, learning_rate, pose_prior, shape_prior
         centre = jnp.einsum("bhac,bc->bha", r, centre_3d)
         placed = camera_point(p, centre_2d[:, None], depth0[:, None])
         points = rotated - centre[:, :, None] + placed[:, :, None]
-        pix = project(points, K[:, None])
+        pix = project_pinhole(K[:, None], points, min_depth=_MIN_DEPTH)
         err = jnp.sum(jnp.square(pix - keypoints[:, None]), -1)
         return _weighted_mean(err, rigid_w[:, None])
 
@@ -573,7 +487,7 @@ def _fit_2d(model, keypoints, K, weights, learning_rate, pose_prior, shape_prior
     def loss(p):
         local_r = _local_rotations(model, p["rot"], rot_init, p["fingers"])
         joints = _joints(model, local_r, p["betas"], wrist_fn(p), **kw)
-        err = jnp.sum(jnp.square(project(joints, K) - keypoints), -1)
+        err = jnp.sum(jnp.square(project_pinhole(K, joints, min_depth=_MIN_DEPTH) - keypoints), -1)
         return (_weighted_mean(err, weights) + pose_prior * jnp.sum(jnp.square(p["fingers"]), -1)
                 + shape_prior * jnp.sum(jnp.square(p["betas"]), -1))
 
@@ -618,7 +532,7 @@ def _result(model, pose, betas, trans, targets, weights, K, flat_hand_mean, opti
     if K is None:
         error = _weighted_mean(jnp.linalg.norm(joints - targets, axis=-1), weights)
         return FitResult(pose=pose, betas=betas, trans=trans, joints=joints, mean_error=error)
-    projected = project(joints, K)
+    projected = project_pinhole(K, joints, min_depth=_MIN_DEPTH)
     error = _weighted_mean(jnp.linalg.norm(projected - targets, axis=-1), weights)
     return FitResult(pose=pose, betas=betas, trans=trans, joints=joints, mean_error=error,
                      keypoints_2d=projected, unit="px")

@@ -4,7 +4,7 @@
     model = load_model("hand.npz", side="left", fix_left_shapedirs=True)
     save_npz(model, "MANO_RIGHT.npz");  save_pkl(model, "MANO_RIGHT_clean.pkl")
 
-The official files are Python-2 pickles (reference/mano.md, section 2.1): `shapedirs` is a chumpy
+The official files are Python-2 pickles of a dict (read with encoding latin1): `shapedirs` is a chumpy
 object, `J_regressor` a scipy.sparse csc matrix. A pickle can run any callable it names, so this
 module reads them with `mano_jax.safe_pickle`, the project's one safe unpickler: numeric NumPy
 arrays, scipy.sparse matrices and the chumpy classes that only hold or reorder an array, all

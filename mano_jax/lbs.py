@@ -20,7 +20,8 @@ import numpy as np
 from mano_jax import rotations
 from mano_jax.model import NUM_JOINTS, MANOModel
 
-# Fingertip vertex ids in the order thumb, index, middle, ring, pinky (reference/mano.md, 2.7).
+# Fingertip vertex ids in the order thumb, index, middle, ring, pinky: MANO has no tip joints,
+# and each codebase picks its own vertex near each nail (they differ by a vertex or two).
 TIP_PRESETS = {
     "freihand": {"right": (744, 320, 443, 555, 672), "left": (744, 320, 443, 555, 672)},
     "manopth": {"right": (745, 317, 444, 556, 673), "left": (745, 317, 445, 556, 673)},

@@ -4,8 +4,8 @@ A `MANOModel` holds arrays only (the kinematic tree and the side are static meta
 passed straight into `jax.jit`, `vmap`, `grad` and `pmap`. Every function that needs the model
 takes it as an argument; nothing is hidden in module state.
 
-Array names follow the official MANO pickle (see reference/mano.md, section 2.1), with two
-conversions done once at load time: `J_regressor` is dense, and `kintree_table` becomes
+Array names are the official MANO pickle's keys (v_template, shapedirs, posedirs, J_regressor,
+weights, kintree_table, f, hands_components, hands_mean), with two conversions done once at load time: `J_regressor` is dense, and `kintree_table` becomes
 `parents` (a tuple with -1 for the root).
 """
 from __future__ import annotations

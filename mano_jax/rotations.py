@@ -76,6 +76,17 @@ def matrix_to_quaternion(matrix):
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
+def quaternion_multiply(a, b):
+    """Hamilton product a b of quaternions (..., 4) as (w, x, y, z); broadcasts; not normalised.
+
+    For unit quaternions, a b is the rotation b followed by a."""
+    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
+    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    return jnp.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                      aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw],
+                     -1)
+
+
 def quaternion_to_axis_angle(quaternion):
     """Unit quaternions (..., 4) as (w, x, y, z) -> axis-angle (..., 3), angle in [0, pi]."""
     q = jnp.where(quaternion[..., :1] < 0, -quaternion, quaternion)

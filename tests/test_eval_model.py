@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hiu_jax import metrics
+from hiu_jax import metrics, pointsets
 from tests.model_fixtures import NUM_EVAL, REPO, TRAIN_STEPS, run_python, tiny_run  # noqa: F401
 
 NUM_OVERLAY = 4
@@ -64,7 +64,7 @@ def test_model_mode_writes_scores_csv_pred_json_and_plots(evaluated):
     assert np.mean([float(r["mask_iou"]) for r in rows]) == pytest.approx(
         scores["mask_iou"], rel=1e-5)
 
-    xyz, verts = metrics.read_pred_json(os.path.join(out, "pred.json"))
+    xyz, verts = pointsets.read_pred_json(os.path.join(out, "pred.json"))
     xyz, verts = np.stack(xyz), np.stack(verts)
     assert xyz.shape == (NUM_EVAL, 21, 3) and verts.shape == (NUM_EVAL, 778, 3)
     assert np.all(np.isfinite(xyz)) and np.all(np.isfinite(verts))
@@ -93,7 +93,7 @@ def test_pred_mode_on_the_written_pred_json_gives_the_same_scores(evaluated, tin
     assert pred["pa_mpvpe_mm"] == pytest.approx(model["pa_mpvpe_mm"], abs=1e-4)
 
     # The root-relative scores, recomputed here from pred.json and the GT files.
-    xyz = np.stack(metrics.read_pred_json(os.path.join(out, "pred.json"))[0])
+    xyz = np.stack(pointsets.read_pred_json(os.path.join(out, "pred.json"))[0])
     gt = np.asarray(json.load(open(os.path.join(tiny_run.synthetic_dir, "evaluation_xyz.json"))))
     err = np.linalg.norm(xyz - (gt - gt[:, :1]), axis=-1)
     assert 1000 * err.mean() == pytest.approx(model["rr_mpjpe_mm"], abs=1e-3)

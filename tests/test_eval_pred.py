@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from hiu_jax import metrics
+from hiu_jax import metrics, pointsets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 12
@@ -39,7 +39,7 @@ def test_scores_csv_and_plots_are_written(hands):
     root, gt_dir, gt, pred = hands
     pred_dir = root / "run"
     pred_dir.mkdir()
-    metrics.write_pred_json(str(pred_dir / "pred.json"), list(pred[0]), list(pred[1]))
+    pointsets.write_pred_json(str(pred_dir / "pred.json"), list(pred[0]), list(pred[1]))
     r = run_eval("--pred", str(pred_dir / "pred.json"), "--gt", str(gt_dir))
     assert r.returncode == 0, r.stderr
     assert "PA-MPJPE" in r.stdout and "mm" in r.stdout
@@ -66,7 +66,7 @@ def test_scores_csv_and_plots_are_written(hands):
 
 def test_count_mismatch_exits_2_naming_both_counts(hands, tmp_path):
     _, gt_dir, _, pred = hands
-    metrics.write_pred_json(str(tmp_path / "pred.json"), list(pred[0][:11]), list(pred[1][:11]))
+    pointsets.write_pred_json(str(tmp_path / "pred.json"), list(pred[0][:11]), list(pred[1][:11]))
     r = run_eval("--pred", str(tmp_path / "pred.json"), "--gt", str(gt_dir), "--out",
                  str(tmp_path / "out"))
     assert r.returncode == 2
@@ -125,7 +125,7 @@ def test_implausible_ground_truth_exits_2_naming_the_file(hands, tmp_path):
     (bad_gt / "evaluation_verts.json").write_bytes((gt_dir / "evaluation_verts.json").read_bytes())
     xyz = (gt[0] * 1000).tolist()  # millimetres
     (bad_gt / "evaluation_xyz.json").write_text(json.dumps(xyz))
-    metrics.write_pred_json(str(tmp_path / "pred.json"), list(pred[0]), list(pred[1]))
+    pointsets.write_pred_json(str(tmp_path / "pred.json"), list(pred[0]), list(pred[1]))
     r = run_eval("--pred", str(tmp_path / "pred.json"), "--gt", str(bad_gt))
     assert r.returncode == 2, r.stderr[-2000:]
     assert f"{bad_gt / 'evaluation_xyz.json'}: sample 0, point 0 has coordinate" in r.stderr

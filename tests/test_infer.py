@@ -131,7 +131,7 @@ def test_overlay_work_is_bounded_by_the_crop_not_the_image():
     image = np.random.default_rng(0).random((1, 4000, 3)).astype(np.float32)
     n = 32
     S, _, _ = infer.crop_for(image.shape[:2], None, _Config(n))
-    crop = infer.warp_to_crop(image, S, n)
+    crop = infer.cut_crop(image, S, n)
     pred = {"joints_2d": np.full((21, 2), n / 2.0), "mask_prob": np.zeros((n, n)),
             "vertices": np.zeros((3, 3)), "cam": np.array([1.0, 0.0, 0.0])}
     faces = np.array([[0, 1, 2]])

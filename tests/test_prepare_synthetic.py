@@ -10,7 +10,7 @@ import os
 import pytest
 
 import train
-from datasets import pipeline, synthetic
+from datasets import registry, synthetic
 from tests.datasets import fakes
 
 
@@ -48,7 +48,7 @@ def _config(tmp_path, num_train, num_eval):
 
 def _split_sizes(config):
     """Builds (first time) and reads the synthetic_hands source the config now names."""
-    builder = pipeline.make_builder(
+    builder = registry.make_builder(
         "synthetic_hands", data_dir=config.pipeline.data_dir,
         manual_dir=config.pipeline.manual_dirs.get("synthetic_hands"),
         builder_config=config.pipeline.builder_configs.get("synthetic_hands"))

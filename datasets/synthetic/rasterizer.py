@@ -1,8 +1,8 @@
 """The generator's only calls into hiu_jax.render (one place to adapt when the renderer changes).
 
-`rasterize_hands` takes intrinsics in the project's pixel convention (pixel (c, r) centred at
-(u, v) = (c, r)) and converts them for the renderer here, so every label projects onto the
-pixel that shows its surface point.
+`rasterize_hands` takes intrinsics in the project's one pixel convention (pixel (c, r) centred
+at (u, v) = (c, r)), which the renderer shares, so every label projects onto the pixel that
+shows its surface point.
 
 Back-face culling (the renderer draws both sides) halves the rasteriser's work: the mesh is
 passed as a triangle soup (each face with its own three vertices) in which the faces turned away
@@ -64,8 +64,7 @@ def rasterize_hands(vertices_cam, faces, K, size, outward=None):
     if outward is not None:
         back = ~front_facing(vertices_cam, faces, outward)
         soup.reshape(len(soup), -1, 3, 3)[back] = (0.0, 0.0, -1.0)  # behind the near plane
-    frags = render.rasterize(jnp.asarray(soup), soup_faces,
-                             jnp.asarray(render.pixel_centre_intrinsics(K), jnp.float32),
+    frags = render.rasterize(jnp.asarray(soup), soup_faces, jnp.asarray(K, jnp.float32),
                              size, size, tile_size=TILE_SIZE, tiles_per_step=TILES_PER_STEP)
     normals = _normals(jnp.asarray(vertices_cam, jnp.float32), jnp.asarray(faces, jnp.int32))
     # Soup face j lists the original vertices of face j in its order: indices and barycentrics

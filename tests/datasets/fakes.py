@@ -308,3 +308,52 @@ def read_split(builder, split) -> list:
     import tensorflow_datasets as tfds
 
     return list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+
+
+def canonical_examples(n=4, hand_side=0, seed=0, image_hw=(96, 128), has_2d=True, has_3d=True,
+                       blob_joint=None, disc_radius=None):
+    """n canonical examples (decoded uint8 images) with a hand of 21 random joints at ~0.5 m,
+    K with fx != fy, mano labels, optionally a bright blob at joint `blob_joint`'s 2D and a
+    disc mask of `disc_radius` px centred in the keypoint box. Returns a dict of stacked arrays."""
+    rng = np.random.default_rng(seed)
+    h, w = image_hw
+    K = np.array([[150.0, 0.0, w / 2 - 3], [0.0, 130.0, h / 2 + 2], [0.0, 0.0, 1.0]])
+    exs = []
+    for i in range(n):
+        xyz = np.array([0.0, 0.0, 0.5]) + rng.uniform(-0.05, 0.05, (21, 3))
+        uv = project(K, xyz)
+        yy, xx = np.mgrid[0:h, 0:w]
+        image = np.full((h, w, 3), 40, np.uint8)
+        if blob_joint is not None:
+            if blob_joint == "central":  # the joint nearest the keypoint box centre
+                centre = 0.5 * (uv.min(0) + uv.max(0))
+                joint = int(np.argmin(np.linalg.norm(uv - centre, axis=1)))
+            else:
+                joint = blob_joint
+            u, v = uv[joint]
+            blob = np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * 1.5**2))
+            image = np.clip(40 + 215 * blob, 0, 255).astype(np.uint8)[..., None].repeat(3, -1)
+        mask = np.zeros((h, w, 1), np.uint8)
+        if disc_radius is not None:
+            c = 0.5 * (uv.min(0) + uv.max(0))
+            mask[..., 0] = ((xx - c[0]) ** 2 + (yy - c[1]) ** 2 <= disc_radius**2)
+        ex = {
+            "image": image, "mask": mask, "K": K, "keypoints_2d": uv,
+            "keypoint_visibility": np.ones(21), "keypoints_3d": xyz,
+            "vertices": np.array([0.0, 0.0, 0.5]) + rng.uniform(-0.05, 0.05, (778, 3)),
+            "mano_pose": rng.normal(0, 0.3, 48), "mano_betas": rng.normal(0, 1, 10),
+            "mano_flat_hand_mean": False, "scale": 0.03, "bbox": np.zeros(4),
+            "root_3d": np.zeros(3), "hand_side": hand_side,
+            "has_intrinsics": True, "has_mask": disc_radius is not None, "has_2d": has_2d,
+            "has_3d": has_3d, "has_mesh": has_3d, "has_mano": True, "has_mano_trans": False,
+            "has_scale": True, "has_bbox": False, "has_root_3d": False,
+            "sample_id": f"canonical/{seed}/{i}",
+            "blob_joint": joint if blob_joint is not None else -1,  # not read by the pipeline
+        }
+        exs.append(ex)
+    out = {k: np.stack([e[k] for e in exs]) for k in exs[0]}  # sample_id: bytes
+    for k, v in out.items():
+        if v.dtype == np.float64:
+            out[k] = v.astype(np.float32)
+    out["hand_side"] = out["hand_side"].astype(np.int64)
+    return out

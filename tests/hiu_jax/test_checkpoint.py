@@ -70,25 +70,30 @@ def test_corrupt_newest_falls_back_to_the_previous_step(workdir, damage, caplog)
 
 
 def test_restore_variables_falls_back_too(tmp_path, caplog):
-    """eval.py and infer restore through restore_variables."""
+    """eval.py and infer restore through restore_variables: params and batch_stats only, from
+    a template without the optimiser state (which is saved but never read)."""
     from flax import struct
 
     @struct.dataclass
     class State:
         params: dict
         batch_stats: dict
+        opt_state: dict
 
     work = str(tmp_path)
     ckpts = checkpoint.Checkpoints(work, keep=len(STEPS))
     for s in STEPS:
-        ckpts.save(s, State(params=_state(s), batch_stats={}), {"step": s})
+        ckpts.save(s, State(params=_state(s), batch_stats={"m": np.full(2, s, np.float32)},
+                            opt_state={"mu": np.zeros(5, np.float32)}), {"step": s})
     ckpts.wait()
     ckpts.close()
     _truncate_state(_step_dir(work, 3))
+    template = {"params": TEMPLATE, "batch_stats": {"m": np.zeros(2, np.float32)}}
     with caplog.at_level(logging.WARNING, logger=checkpoint.__name__):
         variables, meta = checkpoint.restore_variables(
-            os.path.join(work, "checkpoints", "last"), State(params=TEMPLATE, batch_stats={}))
+            os.path.join(work, "checkpoints", "last"), template)
     assert meta == {"step": 2} and np.all(variables["params"]["w"] == 2)
+    assert set(variables) == {"params", "batch_stats"} and np.all(variables["batch_stats"]["m"] == 2)
     assert _step_dir(work, 3) in caplog.text
 
 

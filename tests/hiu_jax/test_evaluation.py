@@ -5,6 +5,7 @@ from scipy.spatial.transform import Rotation
 
 import mano_jax
 from hiu_jax import evaluation, losses, models
+from hiu_jax.geometry import cameras
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def predictions(mano, n=6, crop=64, seed=0):
     gt_v = np.einsum("nij,vj->nvi", rot.as_matrix(), verts).astype(np.float32)
     cam = np.stack([rng.uniform(0.8, 1.5, n), rng.uniform(-0.2, 0.2, n),
                     rng.uniform(-0.2, 0.2, n)], 1).astype(np.float32)
-    uv = np.asarray(models.project_weak_perspective_crop(gt_j, cam, crop))
+    uv = np.asarray(cameras.crop_camera_projection(gt_j, cam, crop))
     ones = np.ones(n, np.float32)
     pose = np.zeros((n, 48), np.float32)
     pose[:, :3] = rot.as_rotvec()
@@ -33,14 +34,25 @@ def predictions(mano, n=6, crop=64, seed=0):
         "gt_joints_3d": gt_j, "gt_vertices": gt_v, "gt_keypoints_2d": uv,
         "gt_keypoint_visibility": np.ones((n, 21), np.float32),
         "gt_mask": np.ones((n, crop, crop, 1), np.float32), "gt_mano_pose": pose,
+        "gt_root_3d": np.tile(np.float32([0.02, -0.01, 0.6]), (n, 1)),
+        "gt_sample_id": _ids(range(n)), "gt_mirrored": np.zeros(n, np.float32),
         **{f"gt_{f}": ones for f in ("has_3d", "has_mesh", "has_mask", "has_2d", "has_mano",
                                       "valid")},
     }
 
 
+def _ids(numbers):
+    """The pipeline's "sample_id": (N, 64) uint8, UTF-8 zero-padded."""
+    out = np.zeros((len(numbers), 64), np.uint8)
+    for i, number in enumerate(numbers):
+        text = f"{number:08d}".encode()
+        out[i, :len(text)] = np.frombuffer(text, np.uint8)
+    return out
+
+
 def test_baseline_and_diagnostics_are_exact_on_mean_hand_labels(mano):
     p = predictions(mano)
-    s = evaluation.score(p, mano)
+    s = evaluation.score(p, mano).values
     # Labels are the mean hand rotated: Procrustes removes the rotation, so the constant
     # baseline (and the prediction, equal to the labels) score 0 mm and F = 1 (float32 maths).
     for prefix in ("", "baseline/"):
@@ -48,7 +60,7 @@ def test_baseline_and_diagnostics_are_exact_on_mean_hand_labels(mano):
         assert s[prefix + "f5"] == 1.0 and s[prefix + "f15"] == 1.0
     assert s["rot_error_deg"] < 0.05  # arccos near 1 in float32: ~0.03 deg
     assert s["hand_size_mm"] == pytest.approx(s["label/hand_size_mm"], rel=1e-6)
-    assert s["kp2d_px"] < 1e-4
+    assert s["kp2d_mean_px"] < 1e-4
     assert s["kp2d_heatmap_px"] == pytest.approx(np.sqrt(2.0), rel=1e-5)
     assert s["cam_scale"] == pytest.approx(p["cam"][:, 0].mean(), rel=1e-6)
     assert s["label/cam_scale"] == pytest.approx(p["cam"][:, 0].mean(), rel=1e-4)
@@ -63,10 +75,67 @@ def test_baseline_is_the_constant_mean_hand(mano):
     joints, verts = evaluation.mean_hand(mano)
     p["joints_3d"] = np.broadcast_to(joints, p["joints_3d"].shape).copy()
     p["vertices"] = np.broadcast_to(verts, p["vertices"].shape).copy()
-    s = evaluation.score(p, mano)
+    s = evaluation.score(p, mano).values
     for key in ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5", "f15"):
         assert s[key] == pytest.approx(s["baseline/" + key], rel=1e-6), key
     assert s["pa_mpjpe_mm"] > 5.0  # 1 cm of noise per coordinate is far from 0
+
+
+def test_mirrored_samples_are_scored_in_the_dataset_frame(mano):
+    """Left hands come mirrored (x -> -x, "mirrored" 1): the prediction is mirrored back for
+    pred.json, the absolute ground truth is root_3d + joints_3d mirrored back, and the official
+    unaligned error of a perfect root-relative prediction is the root's distance."""
+    p = predictions(mano, n=4, seed=3)
+    p["gt_mirrored"] = np.float32([0, 1, 0, 1])
+    p["gt_sample_id"] = _ids([12, 3, 100, 7])
+    r = evaluation.score(p, mano)
+    left = np.array([False, True, False, True])
+    np.testing.assert_array_equal(r.mirrored, left)
+    want = np.array(p["joints_3d"], np.float64)
+    want[left, :, 0] *= -1
+    np.testing.assert_array_equal(r.pred_xyz, want)
+    assert r.sample_ids == ["00000012", "00000003", "00000100", "00000007"]
+    np.testing.assert_array_equal(evaluation.sample_order(r.sample_ids), [1, 3, 0, 2])
+    assert r.values["pa_mpjpe_mm"] < 1e-3 and r.values["rr_mpjpe_mm"] < 1e-4
+    root = np.linalg.norm(p["gt_root_3d"][0])
+    assert r.values["mpjpe_mm"] == pytest.approx(1000 * root, rel=1e-5)
+    np.testing.assert_allclose(r.per_sample["rr_mpjpe_mm"], 0.0, atol=1e-4)
+
+
+def test_mask_iou_resizes_the_probability_bilinearly_then_thresholds():
+    """[[1, 0.4], [0, 0]] resized from 2 x 2 to 4 x 4: output pixel c samples the input at
+    (c + 0.5) / 2 - 0.5 (pixel centres at integers, edges clamped), so row 0 is 1, 0.75 + 0.25
+    * 0.4 = 0.85, 0.25 + 0.75 * 0.4 = 0.55 (above 0.5: in the mask, where pixel repetition
+    would give 0.4), and row 1 mixes in a quarter of the zero row."""
+    prob = np.array([[[1.0, 0.4], [0.0, 0.0]]], np.float32)
+    up = evaluation.resize_probabilities(prob, (4, 4))
+    np.testing.assert_allclose(up[0, :2, :3], [[1.0, 0.85, 0.55], [0.75, 0.6375, 0.4125]],
+                               atol=1e-6)
+
+
+def test_2d_error_is_the_mean_per_joint_then_over_joints():
+    """Joint 0 visible in both samples with errors 1 and 3 px, joint 1 only in sample 0 with
+    error 10 px: per joint (2 + 10) / 2 = 6 px (pooled over keypoints it would be 14 / 3)."""
+    n = 2
+    p = {"joints_2d": np.zeros((n, 21, 2), np.float32),
+         "gt_keypoints_2d": np.zeros((n, 21, 2), np.float32),
+         "gt_keypoint_visibility": np.zeros((n, 21), np.float32)}
+    p["gt_keypoints_2d"][0, 0, 0], p["gt_keypoints_2d"][1, 0, 0] = 1.0, 3.0
+    p["gt_keypoints_2d"][0, 1, 1] = 10.0
+    p["gt_keypoint_visibility"][:, 0] = 1.0
+    p["gt_keypoint_visibility"][0, 1] = 1.0
+    p.update({"joints_3d": np.zeros((n, 21, 3)), "vertices": np.zeros((n, 778, 3)),
+              "cam": np.ones((n, 3), np.float32), "mask_prob": np.zeros((n, 4, 4)),
+              "gt_joints_3d": np.zeros((n, 21, 3)), "gt_vertices": np.zeros((n, 778, 3)),
+              "gt_root_3d": np.zeros((n, 3)), "gt_mask": np.zeros((n, 4, 4, 1)),
+              "gt_mano_pose": np.zeros((n, 48)), "gt_sample_id": _ids(range(n)),
+              "gt_mirrored": np.zeros(n), "gt_has_2d": np.ones(n), "gt_valid": np.ones(n),
+              **{f"gt_{f}": np.zeros(n) for f in ("has_3d", "has_mesh", "has_mask",
+                                                   "has_mano")}})
+    r = evaluation.score(p)
+    assert r.values["kp2d_mean_px"] == pytest.approx(6.0)
+    np.testing.assert_allclose(r.per_sample["kp2d_mean_px"], [5.5, 3.0])
+    assert r.values["pa_mpjpe_mm"] is None and r.values["mask_iou"] is None
 
 
 def test_rotation_error_in_degrees():

@@ -14,6 +14,7 @@ import pytest
 
 import mano_jax
 from hiu_jax import losses, models, render
+from hiu_jax.geometry import cameras
 
 N, M, S = 64, 32, 32  # crop, heat-map and mask-logit sizes
 STACKS, ITERS = 2, 3
@@ -188,7 +189,7 @@ def test_level_weights_must_match_the_outputs(mano):
 
 
 def test_pipeline_conventions():
-    # datasets.pipeline.BONES, written out: (parent, child) per finger, base to tip.
+    # hiu_jax.geometry.skeleton.BONES, written out: (parent, child) per finger, base to tip.
     bones = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10),
              (10, 11), (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18),
              (18, 19), (19, 20)]
@@ -198,9 +199,6 @@ def test_pipeline_conventions():
     p = np.array([-0.5, N - 0.5, 0.5, 33.5])
     np.testing.assert_allclose(losses.crop_to_heatmap(p, N, M), [-0.5, M - 0.5, 0.0, 16.5])
     np.testing.assert_allclose(losses.heatmap_to_crop(losses.crop_to_heatmap(p, N, M), N, M), p)
-    # The renderer's pixel k is centred at k + 0.5: crop pixel centre c -> c + 0.5 at S = N.
-    np.testing.assert_allclose(losses.crop_to_render_pixels(p, N, N), p + 0.5)
-    np.testing.assert_allclose(losses.crop_to_render_pixels(p, N, S), [0.0, S, 0.5, 17.0])
 
 
 def test_bone_regions_match_brute_force():
@@ -394,11 +392,11 @@ def consistent(mano):
     # Camera: the joints' box spans 36 crop px, centred: heat-map coords within [6, 25].
     xy = np.asarray(joints[..., :2])
     span = (xy.max(1) - xy.min(1)).max(-1)
-    s = 36.0 / (0.5 * N) * models.PROJECTION_REF / span
-    t = -s * 0.5 * (xy.max(1) + xy.min(1)) / models.PROJECTION_REF - 1.0 / N
+    s = 36.0 / (0.5 * N) * cameras.PROJECTION_REF / span
+    t = -s * 0.5 * (xy.max(1) + xy.min(1)) / cameras.PROJECTION_REF - 1.0 / N
     cam = jnp.asarray(np.concatenate([s[:, None], t], -1), jnp.float32)
-    joints_2d = models.project_weak_perspective_crop(joints, cam, N)
-    vertices_2d = models.project_weak_perspective_crop(verts, cam, N)
+    joints_2d = cameras.crop_camera_projection(joints, cam, N)
+    vertices_2d = cameras.crop_camera_projection(verts, cam, N)
 
     cfg = losses.loss_config()
     T = cfg.softargmax_temperature
@@ -409,7 +407,7 @@ def consistent(mano):
         yy[None, :, :, None] - mu[:, None, None, :, 1]) ** 2
     heat = jnp.asarray(1.0 - T * d2 / 2.0)  # softmax(heat / T): a Gaussian of std 1 px at mu
 
-    uv = losses.crop_to_render_pixels(vertices_2d, N, S)
+    uv = losses.crop_to_heatmap(vertices_2d, N, S)
     sil = render.soft_silhouette(uv, mano.faces, S, S, cfg.silhouette_sigma)
     logits = (jnp.log(sil) - jnp.log1p(-sil))[..., None]  # +-inf where sil is exactly 1 or 0
 
@@ -550,7 +548,7 @@ def test_weak_perspective_fit_recovers_the_camera_and_zeroes_the_camera_term():
     joints = jnp.asarray(rng.normal(0, 0.04, (b, 21, 3)), jnp.float32)
     joints = joints - joints[:, :1]
     cam = jnp.asarray([[0.8, 0.05, -0.1], [1.2, -0.2, 0.0], [0.5, 0.0, 0.3]], jnp.float32)
-    uv = models.project_weak_perspective_crop(joints, cam, crop)
+    uv = cameras.crop_camera_projection(joints, cam, crop)
     vis = jnp.ones((b, 21)).at[1, :10].set(0.0)
     fit, valid = losses.weak_perspective_fit(joints, uv, vis, crop)
     np.testing.assert_allclose(np.asarray(fit), np.asarray(cam), rtol=1e-5, atol=1e-5)
@@ -606,4 +604,17 @@ def test_ramp_factor_and_its_validation():
     cfg.ramp_steps = (0, 0)
     cfg.ramp_terms = ("no_such_term",)
     with pytest.raises(ValueError, match="no_such_term"):
+        losses.validate_loss_config(cfg)
+
+
+def test_resolve_loss_config_fills_options_and_rejects_unknown_keys():
+    block = {"terms": {"joints_2d": 2.0}, "smooth_l1_beta": 0.02}
+    resolved = losses.resolve_loss_config(block)
+    assert resolved.smooth_l1_beta == 0.02 and dict(resolved.terms) == {"joints_2d": 2.0}
+    assert resolved.keypoint_loss == losses.loss_config().keypoint_loss
+    with pytest.raises(ValueError, match="unknown key 'keypoint_los'; valid keys: .*keypoint_loss"):
+        losses.resolve_loss_config(dict(block, keypoint_los="l1"))
+    cfg = losses.loss_config()
+    cfg.ramp_step = (0, 0)
+    with pytest.raises(ValueError, match="unknown key 'ramp_step'"):
         losses.validate_loss_config(cfg)

@@ -1,6 +1,6 @@
 """An independent float64 NumPy implementation of the MANO forward pass, for tests only.
 
-Written from the equations (reference/mano.md, sections 2.1-2.3 and 2.7), one sample at a time
+Written from the MANO equations (below; Romero et al. 2017, with SMPL's skinning), one sample at a time
 and with plain loops, so that it shares no code and no structure with `mano_jax.lbs`:
 
     R_k      = Rodrigues(theta_k)                         k = 0..15, MANO joint order
@@ -24,7 +24,8 @@ import numpy as np
 
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 
-# Fingertip vertex ids (thumb, index, middle, ring, pinky), from reference/mano.md section 2.7.
+# Fingertip vertex ids (thumb, index, middle, ring, pinky) of each codebase's convention, written
+# out here independently of mano_jax.lbs.TIP_PRESETS.
 TIPS = {
     "freihand": {"right": (744, 320, 443, 555, 672), "left": (744, 320, 443, 555, 672)},
     "manopth": {"right": (745, 317, 444, 556, 673), "left": (745, 317, 445, 556, 673)},

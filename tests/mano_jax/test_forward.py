@@ -191,8 +191,9 @@ def test_matches_numpy_reference(case, precision):
 
 
 def test_reference_tips_and_order_are_the_documented_ones():
-    """Pins the reference's own conventions (reference/mano.md 2.7), so the comparison above
-    checks the layer against the documented tip ids and order, not against itself."""
+    """Pins the reference's own conventions (the tip ids and joint order written out in
+    tests/mano_jax/reference.py), so the comparison above checks the layer against those tip ids
+    and that order, not against itself."""
     arrays = random_arrays()
     pose = np.zeros(48)
     out = ref.forward_one(arrays, pose, np.zeros(10), side="left", flat_hand_mean=True,

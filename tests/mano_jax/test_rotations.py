@@ -29,6 +29,7 @@ aa_to_matrix = jax.jit(rotations.axis_angle_to_matrix)
 matrix_to_aa = jax.jit(rotations.matrix_to_axis_angle)
 matrix_to_quat = jax.jit(rotations.matrix_to_quaternion)
 quat_to_aa = jax.jit(rotations.quaternion_to_axis_angle)
+quat_mul = jax.jit(rotations.quaternion_multiply)
 d6_to_matrix = jax.jit(rotations.rotation_6d_to_matrix)
 matrix_to_d6 = jax.jit(rotations.matrix_to_rotation_6d)
 skew = jax.jit(rotations.skew)
@@ -251,6 +252,20 @@ def test_quaternion_round_trip(x64):
     back = aa_to_matrix(
         quat_to_aa(matrix_to_quat(matrices)))
     np.testing.assert_allclose(back, matrices, rtol=0, atol=TOL64)
+
+
+def test_quaternion_multiply_composes_rotations(x64):
+    """q(A) q(B) is q(A B): the product matches SciPy's composition (up to the sign of q)."""
+    a, b = quaternion_inputs(), Rotation.random(len(quaternion_inputs()), random_state=11)
+    qa = Rotation.from_rotvec(a).as_quat(scalar_first=True)
+    qb = b.as_quat(scalar_first=True)
+    got = np.asarray(quat_mul(jnp.asarray(qa), jnp.asarray(qb)))
+    want = (Rotation.from_rotvec(a) * b).as_quat(scalar_first=True)
+    sign = np.where(np.sum(got * want, axis=-1, keepdims=True) < 0, -1.0, 1.0)
+    np.testing.assert_allclose(got, sign * want, rtol=0, atol=TOL64)
+    # Non-unit factors scale the product: |a b| = |a| |b|; (w, 0) times (0, v) is (0, w v).
+    pure = np.asarray(quat_mul(jnp.asarray([2.0, 0, 0, 0]), jnp.asarray([0.0, 1, -2, 3])))
+    np.testing.assert_allclose(pure, [0.0, 2, -4, 6], rtol=0, atol=TOL64)
 
 
 @pytest.mark.parametrize("angle", [1e-5, 1e-4, 1.999e-4])

@@ -1,35 +1,15 @@
-"""The hand skeleton's shared vocabulary: joints, bones, heat-map coordinates, soft-argmax.
+"""Reading the network's maps: keypoints from heat maps (soft-argmax), bone directions from
+3D joints, and part orientation fields pooled over each 2D bone's region.
 
-Joints are in FreiHAND/OpenPose order (wrist, then thumb, index, middle, ring, pinky, each base
-to tip). Bones (parent, child): per finger f (thumb 0 .. pinky 4) 0-(4f+1), (4f+1)-(4f+2),
-(4f+2)-(4f+3), (4f+3)-(4f+4); POF channel 3b+k is axis k of bone b (as datasets.pipeline.BONES,
-which the pipeline keeps in TF).
-
-Pixel convention (the datasets' and the pipeline's): crop pixel (row r, col c) is centred at
-(u, v) = (c, r); heat-map pixels likewise, and the pixel areas [-0.5, N - 0.5] of a crop of N
-and [-0.5, M - 0.5] of a heat map of M coincide.
+Topology (joints, bones) and the pixel convention come from hiu_jax.geometry: heat-map pixel
+(c, r) is centred at (c, r).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-NUM_KEYPOINTS = 21
-BONES = tuple((0 if j == 0 else 4 * f + j, 4 * f + j + 1) for f in range(5) for j in range(4))
-NUM_BONES = len(BONES)  # 20
-BONE_PARENTS = np.array([p for p, _ in BONES], np.int32)
-BONE_CHILDREN = np.array([c for _, c in BONES], np.int32)
-
-
-def crop_to_heatmap(p, crop_size: int, heatmap_size: int):
-    """Crop pixel coordinates -> heat-map coordinates: h = (p + 0.5) M / N - 0.5."""
-    return (p + 0.5) * (heatmap_size / crop_size) - 0.5
-
-
-def heatmap_to_crop(h, crop_size: int, heatmap_size: int):
-    """Heat-map coordinates -> crop pixel coordinates: p = (h + 0.5) N / M - 0.5."""
-    return (h + 0.5) * (crop_size / heatmap_size) - 0.5
+from hiu_jax.geometry.skeleton import BONE_CHILDREN, BONE_PARENTS, NUM_BONES
 
 
 def soft_argmax(heatmaps, temperature: float):

@@ -1,0 +1,91 @@
+"""Cameras: pixel centres, pinhole and weak-perspective projection, intrinsics checks, crop
+matrices and crop <-> heat-map coordinates.
+
+Pixel convention (the project's only one; see hiu_jax/geometry/__init__.py): pixel (c, r) has
+its centre at (u, v) = (c, r). A crop of N pixels spans [-0.5, N - 0.5]; a heat map of M pixels
+spans [-0.5, M - 0.5] over the same area, so h = (p + 0.5) M / N - 0.5.
+
+Array functions take `xp`, the array namespace (numpy, jax.numpy, tensorflow.experimental.numpy),
+and use only operations the three share.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+# The pinhole camera lives at the bottom, in mano_jax (its 2D fit needs it), and is re-exported.
+from mano_jax.camera import check_intrinsics, project_pinhole  # noqa: F401
+
+PROJECTION_REF = 0.1  # metres: the network camera's s = 1 maps 0.1 m to half the crop
+
+
+def pixel_centre(index, dtype, *, xp=jnp):
+    """The coordinate (u of a column, v of a row) of the centre of pixel `index`: the index
+    itself, as `dtype`. Pixel `index` covers [index - 0.5, index + 0.5]. The one place where
+    the convention is code: the rasterisers sample at these points."""
+    return xp.asarray(index).astype(dtype)
+
+
+def project_weak_perspective(points, scale, trans, *, xp=jnp):
+    """Weak-perspective (scaled orthographic) projection: uv = scale X_xy + trans.
+
+    Args:
+      points: (..., N, 3) metres (z is ignored).
+      scale: (...) pixels per metre.
+      trans: (..., 2) pixels.
+    Returns:
+      (..., N, 2) pixels.
+    """
+    return scale[..., None, None] * points[..., :2] + trans[..., None, :]
+
+
+def crop_camera_projection(points, cam, crop_size: int, *, xp=jnp):
+    """The network's weak-perspective camera in crop pixels:
+
+        uv = N/2 (1 + t + s X_xy / PROJECTION_REF),   cam = (s, tx, ty)
+
+    with X root-relative metres, so s ~ 1 makes a PROJECTION_REF offset span half the crop of
+    N = crop_size pixels. points (B, N, 3), cam (B, 3) -> (B, N, 2) crop pixels.
+    """
+    half = 0.5 * crop_size
+    return project_weak_perspective(points, half / PROJECTION_REF * cam[..., 0],
+                                    half * (1.0 + cam[..., 1:3]), xp=xp)
+
+
+def crop_matrix(center, side, crop_size: int, *, xp=np):
+    """The affine S (3, 3) mapping the square of side `side` pixels centred on `center` (2,)
+    onto an N x N crop: center -> ((N - 1) / 2, (N - 1) / 2) (the crop's middle, pixel centres
+    at integers) and `side` -> N pixels. center and side in image pixels; float."""
+    a = crop_size / side
+    t = (crop_size - 1) / 2.0 - a * center
+    zero, one = xp.zeros_like(a), xp.ones_like(a)
+    return xp.stack([xp.stack([a, zero, t[0]]), xp.stack([zero, a, t[1]]),
+                     xp.stack([zero, zero, one])])
+
+
+def apply_affine(A, points, *, xp=np):
+    """A (3, 3) with last row [0, 0, 1] applied to points (..., 2) -> (..., 2)."""
+    return xp.einsum("ij,...j->...i", A[:2, :2], points) + A[:2, 2]
+
+
+def invert_affine(A, *, xp=np):
+    """The inverse of an affine A (3, 3) with last row [0, 0, 1], in closed form."""
+    a, b, c, d = A[0, 0], A[0, 1], A[1, 0], A[1, 1]
+    det = a * d - b * c
+    linear = xp.stack([xp.stack([d, -b]), xp.stack([-c, a])]) / det
+    t = -xp.einsum("ij,j->i", linear, A[:2, 2])
+    zero, one = xp.zeros_like(det), xp.ones_like(det)
+    return xp.stack([xp.stack([linear[0, 0], linear[0, 1], t[0]]),
+                     xp.stack([linear[1, 0], linear[1, 1], t[1]]),
+                     xp.stack([zero, zero, one])])
+
+
+def crop_to_heatmap(p, crop_size: int, heatmap_size: int):
+    """Crop pixel coordinates p (any shape) -> heat-map coordinates: h = (p + 0.5) M / N - 0.5,
+    M = heatmap_size, N = crop_size (the two pixel grids cover the same area)."""
+    return (p + 0.5) * (heatmap_size / crop_size) - 0.5
+
+
+def heatmap_to_crop(h, crop_size: int, heatmap_size: int):
+    """Inverse of crop_to_heatmap: p = (h + 0.5) N / M - 0.5."""
+    return (h + 0.5) * (crop_size / heatmap_size) - 0.5
