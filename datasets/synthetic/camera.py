@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from hiu_jax.geometry.cameras import project_pinhole
+
 VIEWPOINTS = ("freihand", "uniform")
 # The "freihand" viewpoint distribution: the hand's long axis (wrist -> middle-finger base) lies
 # near the image plane, at an in-plane angle ~ N(0, INPLANE_STD) from "fingers up" and an
@@ -67,12 +69,6 @@ def sample_global_rotation(rng, frame, viewpoints="freihand") -> np.ndarray:
     return Rotation.from_matrix(target @ frame.T).as_rotvec()
 
 
-def project(points, K) -> np.ndarray:
-    """(..., N, 3) camera-frame points, (..., 3, 3) K -> (..., N, 2) pixels (u, v)."""
-    p = points @ np.swapaxes(K, -1, -2)
-    return p[..., :2] / p[..., 2:]
-
-
 def inside(uv, size, margin=0.0) -> np.ndarray:
     """(..., N) bool: uv lies in the image of side `size`, `margin` pixels from its border."""
     return np.all((uv >= -0.5 + margin) & (uv < size - 0.5 - margin), axis=-1)
@@ -101,15 +97,15 @@ def sample_camera(rng, vertices, joints, size):
         extent = rng.uniform(*EXTENT_RANGE) * (0.9 ** attempt)
         z = f * extent_xy / (extent * size)
         trial = np.array([0.0, 0.0, z])
-        uv = project(centred + trial, K)
+        uv = project_pinhole(K, centred + trial, xp=np)
         lo, hi = uv.min(0), uv.max(0)
         room_lo = -0.5 + MARGIN - lo  # shifts (pixels) that keep the box inside
         room_hi = size - 0.5 - MARGIN - hi
         shift = np.where(room_lo <= room_hi, rng.uniform(0, 1, 2) * (room_hi - room_lo) + room_lo,
                          0.5 * (room_lo + room_hi))
         trans = trial + np.array([shift[0] * z / f, shift[1] * z / f, 0.0]) - joints[9]
-        ok_v = inside(project(vertices + trans, K), size).mean()
-        ok_j = inside(project(joints + trans, K), size).all()
+        ok_v = inside(project_pinhole(K, vertices + trans, xp=np), size).mean()
+        ok_j = inside(project_pinhole(K, joints + trans, xp=np), size).all()
         if ok_j and ok_v >= MIN_VERTICES_IN:
             return K, trans
         if best is None or (ok_j, ok_v) > best[0]:

@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import mano_jax
+from hiu_jax.geometry import cameras
 
 from . import appearance, backgrounds, camera, hands, occluders, shading
 from .rasterizer import rasterize_hands
@@ -118,7 +119,6 @@ def _geometry(scene: Scene, rngs, viewpoints) -> dict:
     `rasterize_hands` renders in it, so every label lies exactly on the pixel that shows its
     surface point."""
     model, size, V = scene.model, scene.size, scene.num_vertices
-    B = len(rngs)
     with _stage("sample + MANO"):
         params = [hands.sample_hand_params(r, model, procedural_poses=scene.procedural_poses,
                                            viewpoints=viewpoints, frame=scene.frame) for r in rngs]
@@ -137,7 +137,6 @@ def _geometry(scene: Scene, rngs, viewpoints) -> dict:
             all_faces = np.concatenate([scene.faces, arm_faces])
         else:
             all_verts, all_faces = verts_cam, scene.faces
-        Vt = all_verts.shape[1]
     with _stage("rasterise (JAX)"):
         face_index, bary, normals = rasterize_hands(all_verts, all_faces, K, size, scene.outward)
     return dict(pose=pose, betas=betas, joints=joints, K=K, verts_cam=verts_cam,
@@ -191,7 +190,7 @@ def _picture(scene: Scene, rngs, geo: dict):
             px += term
     out = np.empty((B, size, size, 3), np.uint8)
     mask = (face_index >= 0) & (face_index < len(scene.faces))
-    uv = camera.project(joints_cam, K)
+    uv = cameras.project_pinhole(K, joints_cam, xp=np)
     for i, r in enumerate(rngs):
         sl = slice(bounds[i], bounds[i + 1])
         local = pix[sl] - i * size * size
