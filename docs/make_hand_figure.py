@@ -29,7 +29,7 @@ FINGER_COLOURS = ["#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd"]
 
 def named_poses(model):
     """A few recognisable poses as (name, 48 axis-angle values with flat_hand_mean=True)."""
-    axes = procedural.joint_axes(np.asarray(model.J_regressor @ model.v_template))
+    axes = procedural.joint_axes()
     mean = np.concatenate([np.zeros(3), np.asarray(model.hands_mean)])
 
     def curl(mcp, pip, dip, thumb=(0, 0, 0), spread=0.0, fingers=(0, 1, 2, 3)):

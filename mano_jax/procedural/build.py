@@ -68,7 +68,7 @@ def build_procedural_arrays(side: str = "right", seed: int = 0) -> dict:
     shapedirs = shape_directions(mesh, info, targets)
 
     rng = np.random.default_rng(seed)
-    poses = sample_poses(rng, 4000, targets)
+    poses = sample_poses(rng, 4000)
     hands_mean, components, coeffs = pose_pca(poses)
     posedirs = pose_correctives(v, weights, targets, poses[:600])
 

@@ -5,19 +5,32 @@ local rotations in the rest frame, i.e. flat_hand_mean=True.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from mano_jax.model import NUM_JOINTS
-from mano_jax.procedural.rig import default_skeleton
 from mano_jax.procedural.topology import (FINGER_MANO_JOINTS, THUMB_DIRS, THUMB_MANO_JOINTS,
                                           THUMB_NAIL, finger_frame, unit)
 
 
-def joint_axes(joints):
-    """Per finger joint (15, in MANO order 1..15): flexion, abduction and twist axes (rest frame).
+@functools.lru_cache(maxsize=1)
+def _joint_axes():
+    axes = _design_axes()
+    axes.flags.writeable = False
+    return axes
+
+
+def joint_axes():
+    """Per finger joint (15, in MANO order 1..15): flexion, abduction and twist axes (rest frame),
+    (15, 3, 3). They follow from the design measurements (topology.py), not from a skeleton.
 
     Flexion curls the finger towards its palmar side; rotations are in the rest frame, which is
     how MANO's local axis-angle values act."""
+    return _joint_axes().copy()
+
+
+def _design_axes():
     axes = np.zeros((NUM_JOINTS, 3, 3))
     for f in range(4):
         d, n, _ = finger_frame(f)
@@ -30,16 +43,14 @@ def joint_axes(joints):
     return axes[1:]
 
 
-def sample_poses(rng, n, joints=None):
+def sample_poses(rng, n):
     """Plausible finger poses as (n, 45) axis-angle values in MANO order (full rotations).
 
     A per-hand grasp latent (open, relaxed, fist, point, pinch, spread) sets each finger's curl
     with noise; MCP, PIP and DIP flex together (DIP ~ 2/3 PIP), spread falls with curl, and the
     thumb opposes as the hand closes. Angles stay inside anatomical limits.
     """
-    if joints is None:
-        joints = default_skeleton()
-    axes = joint_axes(joints)
+    axes = _joint_axes()
     out = np.zeros((n, 15, 3))
     kind = rng.integers(0, 6, size=n)
     base_curl = np.select([kind == 0, kind == 1, kind == 2], [0.05, 0.35, 0.9], 0.5)
