@@ -101,7 +101,8 @@ def get_config() -> ml_collections.ConfigDict:
     p.noise_std = 0.02
     p.mask_threshold = 0.5
     p.pof_width = 1.0
-    p.xla = False  # True: one XLA program per example (~1.5x faster; see datasets/preprocess.py)
+    p.xla = True  # one XLA program per padded image size: ~1.3x the TF graph's images/s
+    # (bench/input_bench.py; the same outputs up to float rounding, datasets/preprocess.py)
     p.shuffle_buffer = 1024  # train: examples per source in the shuffle buffer
     p.seed = config.get_ref("seed")
     p.mixture_weights = ml_collections.ConfigDict({"synthetic_hands": 1.0})  # builder -> weight

@@ -9,6 +9,7 @@ def get_config():
     config.model.heatmap_size = 16
     config.model.mask_size = 64
     config.pipeline.heatmap_size = config.model.get_ref("heatmap_size")
+    config.pipeline.xla = False  # tests: no XLA compile of the preprocessing per process
     config.batch_size = 8
     config.num_train_steps = 20
     config.warmup_steps = 2
