@@ -38,7 +38,6 @@ hiu_jax/runs.py.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re

@@ -156,13 +156,17 @@ def pred_scores_json(scores):
     return out
 
 
+def _aligned_rows(s) -> list:
+    """The two headline rows both modes print: PA-MPJPE and PA-MPVPE with their AUCs."""
+    return [("PA-MPJPE (keypoints, aligned)", fmt(s["pa_mpjpe_mm"], ".2f", " mm"),
+             "AUC 0-50 mm " + fmt(s["xyz_al_auc3d"], ".3f")),
+            ("PA-MPVPE (mesh, aligned)", fmt(s["pa_mpvpe_mm"], ".2f", " mm"),
+             "AUC 0-50 mm " + fmt(s["mesh_al_auc3d"], ".3f"))]
+
+
 def print_pred_table(s, file=sys.stdout):
     """The pred mode's headline table in mm."""
-    rows = [
-        ("PA-MPJPE (keypoints, aligned)", fmt(s["pa_mpjpe_mm"], ".2f", " mm"),
-         "AUC 0-50 mm " + fmt(s["xyz_al_auc3d"], ".3f")),
-        ("PA-MPVPE (mesh, aligned)", fmt(s["pa_mpvpe_mm"], ".2f", " mm"),
-         "AUC 0-50 mm " + fmt(s["mesh_al_auc3d"], ".3f")),
+    rows = _aligned_rows(s) + [
         ("F@5 mm (aligned)", fmt(s["f_al_score_5"], ".3f"), "raw " + fmt(s["f_score_5"], ".3f")),
         ("F@15 mm (aligned)", fmt(s["f_al_score_15"], ".3f"),
          "raw " + fmt(s["f_score_15"], ".3f")),
@@ -220,11 +224,7 @@ def write_pred_report(out_dir, scores):
 
 def print_model_table(s, file=sys.stdout):
     """The model mode's headline table (mm; the official unaligned numbers marked)."""
-    rows = [
-        ("PA-MPJPE (keypoints, aligned)", fmt(s["pa_mpjpe_mm"], ".2f", " mm"),
-         "AUC 0-50 mm " + fmt(s["xyz_al_auc3d"], ".3f")),
-        ("PA-MPVPE (mesh, aligned)", fmt(s["pa_mpvpe_mm"], ".2f", " mm"),
-         "AUC 0-50 mm " + fmt(s["mesh_al_auc3d"], ".3f")),
+    rows = _aligned_rows(s) + [
         ("F@5 mm / F@15 mm (aligned)", fmt(s["f5"], ".3f") + " / " + fmt(s["f15"], ".3f"), ""),
         ("RR-MPJPE (wrist-relative, no alignment)", fmt(s["rr_mpjpe_mm"], ".2f", " mm"),
          "3D PCK AUC 20-50 mm " + fmt(s["rr_pck_auc_20_50mm"], ".3f")),

@@ -26,7 +26,7 @@ def pixel_centre(index, dtype, *, xp=jnp):
     return xp.asarray(index).astype(dtype)
 
 
-def project_weak_perspective(points, scale, trans, *, xp=jnp):
+def project_weak_perspective(points, scale, trans):
     """Weak-perspective (scaled orthographic) projection: uv = scale X_xy + trans.
 
     Args:
@@ -39,7 +39,7 @@ def project_weak_perspective(points, scale, trans, *, xp=jnp):
     return scale[..., None, None] * points[..., :2] + trans[..., None, :]
 
 
-def crop_camera_projection(points, cam, crop_size: int, *, xp=jnp):
+def crop_camera_projection(points, cam, crop_size: int):
     """The network's weak-perspective camera in crop pixels:
 
         uv = N/2 (1 + t + s X_xy / PROJECTION_REF),   cam = (s, tx, ty)
@@ -49,7 +49,7 @@ def crop_camera_projection(points, cam, crop_size: int, *, xp=jnp):
     """
     half = 0.5 * crop_size
     return project_weak_perspective(points, half / PROJECTION_REF * cam[..., 0],
-                                    half * (1.0 + cam[..., 1:3]), xp=xp)
+                                    half * (1.0 + cam[..., 1:3]))
 
 
 def crop_matrix(center, side, crop_size: int, *, xp=np):
