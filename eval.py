@@ -173,7 +173,8 @@ UNITS = ("*_mean3d: cm (as the official scores.txt); *_auc3d: AUC of 3D PCK over
          "(rr_pck_auc_20_50mm: 31 thresholds 20..50 mm, RHD/STB style); kp2d_*: crop pixels or "
          "fractions of the GT keypoint box side, mean per joint then over joints; mask_iou: the "
          "probability resized bilinearly to the label's size, then > 0.5; baseline/*: the "
-         "constant mean hand; null: not scored (no labels)")
+         "constant mean hand; rot_error_deg: global rotation, degrees; *_se: the standard "
+         "error over samples of the score it follows; null: not scored (no labels)")
 
 
 def _device_summary():

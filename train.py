@@ -278,8 +278,11 @@ def train_and_evaluate(config, workdir: str, source=None) -> dict:
                 ckpts.save(done, unreplicate(device_state), {"step": done}, force=True)
             if done % config.eval_every_steps == 0 or done == config.num_train_steps:
                 host_state = unreplicate(device_state)
-                scores = evaluator.run(host_state, eval_batches(), progress=False,
-                                       max_batches=config.data.eval_max_batches)
+                result = evaluator.evaluate(host_state, eval_batches(), progress=False,
+                                            max_batches=config.data.eval_max_batches)
+                scores = evaluation.validation_values(result)
+                if jax.process_index() == 0:
+                    evaluation.save_linear(validation_path(workdir, done), result)
                 writer.scalars(done, {f"eval/{k}": v for k, v in scores.items()
                                       if isinstance(v, (int, float))})
                 ckpts.save_best(done, host_state, {"step": done}, scores)
@@ -311,6 +314,12 @@ def train_and_evaluate(config, workdir: str, source=None) -> dict:
 
 
 CURVES_NAME = "validation_curves.png"
+
+
+def validation_path(workdir: str, step: int) -> str:
+    """<workdir>/validation/step_<step>.npz: the per-sample values behind that validation's
+    scores (evaluation.save_linear), from which paired differences between runs follow."""
+    return os.path.join(workdir, "validation", f"step_{int(step)}.npz")
 
 
 def write_curves(workdir: str) -> None:

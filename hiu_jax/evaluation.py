@@ -19,6 +19,7 @@ scores. `score` is the one definition of every number both report:
 """
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import jax
@@ -40,7 +41,13 @@ TARGETS = ("joints_3d", "root_3d", "vertices", "keypoints_2d", "keypoint_visibil
            "sample_id", "mirrored")
 # Per-sample columns of `Scores.per_sample` (NaN where a sample has no label for it).
 PER_SAMPLE = ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5_al", "f15_al", "rr_mpjpe_mm", "rr_mpvpe_mm",
-              "kp2d_mean_px", "mask_iou")
+              "kp2d_mean_px", "mask_iou", "rot_error_deg")
+# The scores that are means over samples: each has a `Scores.linear` column whose mean is the
+# score, and a standard error "<key>_se" in `Scores.values` (metrics.standard_error).
+WITH_STANDARD_ERROR = ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5", "f15", "rr_mpjpe_mm", "rr_mpvpe_mm",
+                       "rot_error_deg", "kp2d_mean_px", "kp2d_heatmap_px", "mask_iou",
+                       "hand_size_mm", "baseline/pa_mpjpe_mm", "baseline/pa_mpvpe_mm")
+SE_SUFFIX = "_se"
 
 
 def predict_fn(model):
@@ -95,13 +102,17 @@ class Evaluator:
         valid = result["gt_valid"] > 0
         return {k: v[valid] for k, v in result.items()}
 
+    def evaluate(self, state, batches, *, progress=True, max_batches=None) -> "Scores":
+        """`score` of the predictions on `batches` (no images kept)."""
+        p = self.predictions(state, batches, progress=progress, max_batches=max_batches,
+                             keep_images=False)
+        return score(p, self.mano_model)
+
     def run(self, state, batches, *, progress=True, max_batches=None) -> dict:
         """The validation scores: `score(...).values` of the predictions on `batches`, without
         the meaningless OFFICIAL_UNALIGNED_KEYS and the scores the split has no labels for."""
-        p = self.predictions(state, batches, progress=progress, max_batches=max_batches,
-                             keep_images=False)
-        return {k: v for k, v in score(p, self.mano_model).values.items()
-                if v is not None and k not in OFFICIAL_UNALIGNED_KEYS}
+        return validation_values(self.evaluate(state, batches, progress=progress,
+                                               max_batches=max_batches))
 
     def panels(self, state, batches, count: int) -> dict:
         """TensorBoard pictures of the first `count` samples of `batches` (its first batch)."""
@@ -138,7 +149,12 @@ class Scores(NamedTuple):
     """The result of `score`.
 
     values: every score, JSON-able (None where the split has no label for it); see `score`.
+      Each key of WITH_STANDARD_ERROR also has "<key>_se", its standard error over samples.
     per_sample: `PER_SAMPLE` name -> (N,) float64, NaN where not scored.
+    linear: WITH_STANDARD_ERROR key -> (N,) float64, NaN where not scored: per-sample values
+      whose mean is the score exactly (a 2D score's per-joint means linearised,
+      metrics.per_point_mean_influence), from which standard errors and paired differences
+      between models on the same samples follow (metrics.paired_difference).
     curves: the PCK curves and per-joint errors of the plots (only what was scored).
     sample_ids: N str; mirrored: (N,) bool, left hands the pipeline mirrored.
     pred_xyz (N, 21, 3), pred_verts (N, 778, 3): the prediction root-relative, metres, in the
@@ -147,6 +163,7 @@ class Scores(NamedTuple):
 
     values: dict
     per_sample: dict
+    linear: dict
     curves: dict
     sample_ids: list
     mirrored: np.ndarray
@@ -207,6 +224,7 @@ def score(p, mano_model=None, progress=None) -> Scores:
     - 2D, crop pixels: kp2d_mean_px (the mesh's projected joints), pck2d_auc_0_30px,
       kp2d_mean_box, pck2d_box_auc_0_05 (errors / the GT keypoint box side), kp2d_heatmap_px
       (the heat maps' soft-argmax);
+    - "<key>_se": the standard error over samples of each WITH_STANDARD_ERROR key;
     - mask_iou; diagnostics rot_error_deg (global rotation, samples with MANO labels),
       hand_size_mm and label/hand_size_mm (sum of bone lengths), cam_scale and label/cam_scale
       (the labels' weak-perspective fit);
@@ -220,6 +238,7 @@ def score(p, mano_model=None, progress=None) -> Scores:
     gt_xyz = unmirror(p["gt_joints_3d"] + root, mirrored)  # absolute, the dataset's frame
     gt_verts = unmirror(p["gt_vertices"] + root, mirrored)
     ps = {k: np.full(n, np.nan) for k in PER_SAMPLE}
+    linear = {k: np.full(n, np.nan) for k in WITH_STANDARD_ERROR}
     curves = {}
     out = {k: None for k in metrics.FREIHAND_SCORE_KEYS + FREIHAND_HEADLINE + (
         "rr_mpjpe_mm", "rr_mpvpe_mm", "rr_pck_auc_20_50mm", "rr_xyz_auc_0_50mm",
@@ -237,10 +256,13 @@ def score(p, mano_model=None, progress=None) -> Scores:
         ps["pa_mpjpe_mm"][sel] = 1000.0 * f["kp_al_mean_m"]
         ps["pa_mpvpe_mm"][sel] = 1000.0 * f["mesh_al_mean_m"]
         ps["f5_al"][sel], ps["f15_al"][sel] = f["f_al_score_5"], f["f_al_score_15"]
+        for key, col in (("pa_mpjpe_mm", "pa_mpjpe_mm"), ("pa_mpvpe_mm", "pa_mpvpe_mm"),
+                         ("f5", "f5_al"), ("f15", "f15_al")):
+            linear[key][sel] = ps[col][sel]
         curves.update(xyz_al=fs["curves"]["xyz_al"], mesh_al=fs["curves"]["mesh_al"],
                       per_joint_al_mm=fs["per_joint_al_mean_mm"])
         err_v = metrics.point_errors(gt_verts[sel] - gt_xyz[sel][:, :1], pred_verts[sel])
-        ps["rr_mpvpe_mm"][sel] = 1000.0 * err_v.mean(1)
+        ps["rr_mpvpe_mm"][sel] = linear["rr_mpvpe_mm"][sel] = 1000.0 * err_v.mean(1)
         mesh_rr = metrics.error_measures(err_v, thr)
         out.update(rr_mpvpe_mm=1000.0 * mesh_rr["mean"], rr_mesh_auc_0_50mm=mesh_rr["auc"])
         curves["mesh_rr"] = mesh_rr["curve"]
@@ -252,22 +274,27 @@ def score(p, mano_model=None, progress=None) -> Scores:
                                         gt_xyz[sel], gt_verts[sel])
             out.update({f"baseline/{k}": float(b[k])
                         for k in ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5", "f15")})
+            linear["baseline/pa_mpjpe_mm"][sel] = 1000.0 * b["per_sample"]["kp_al_mean_m"]
+            linear["baseline/pa_mpvpe_mm"][sel] = 1000.0 * b["per_sample"]["mesh_al_mean_m"]
     if has3d.any():
         err_j = metrics.point_errors(gt_xyz[has3d] - gt_xyz[has3d][:, :1], pred_xyz[has3d])
-        ps["rr_mpjpe_mm"][has3d] = 1000.0 * err_j.mean(1)
+        ps["rr_mpjpe_mm"][has3d] = linear["rr_mpjpe_mm"][has3d] = 1000.0 * err_j.mean(1)
         xyz_rr = metrics.error_measures(err_j, thr)
         out.update(rr_mpjpe_mm=1000.0 * xyz_rr["mean"], rr_xyz_auc_0_50mm=xyz_rr["auc"],
                    rr_pck_auc_20_50mm=metrics.root_relative_pck(pred_xyz[has3d],
                                                                 gt_xyz[has3d])["auc"])
         curves.update(xyz_rr=xyz_rr["curve"], per_joint_rr_mm=1000.0 * xyz_rr["per_point_mean"])
-        out["hand_size_mm"] = float(hand_size(pred_xyz[has3d]).mean() * 1000)
+        linear["hand_size_mm"][has3d] = 1000.0 * hand_size(pred_xyz[has3d])
+        out["hand_size_mm"] = float(linear["hand_size_mm"][has3d].mean())
         out["label/hand_size_mm"] = float(hand_size(gt_xyz[has3d]).mean() * 1000)
 
     has_mano = p["gt_has_mano"] > 0
     if has_mano.any() and "global_rotmat" in p:
         r_gt = np.asarray(rotations.axis_angle_to_matrix(jnp.asarray(
             p["gt_mano_pose"][has_mano, :3], jnp.float32)))
-        out["rot_error_deg"] = float(geodesic_degrees(p["global_rotmat"][has_mano], r_gt).mean())
+        ps["rot_error_deg"][has_mano] = geodesic_degrees(p["global_rotmat"][has_mano], r_gt)
+        linear["rot_error_deg"] = ps["rot_error_deg"]
+        out["rot_error_deg"] = float(ps["rot_error_deg"][has_mano].mean())
 
     has2d = (p["gt_has_2d"] > 0) & (p["gt_keypoint_visibility"].sum(1) > 0)
     if has2d.any():
@@ -276,6 +303,7 @@ def score(p, mano_model=None, progress=None) -> Scores:
         px = metrics.pck_2d(uv_pred, uv_gt, vis)
         err = metrics.point_errors(uv_gt.astype(np.float64), uv_pred.astype(np.float64))
         ps["kp2d_mean_px"][has2d] = (err * vis).sum(1) / vis.sum(1)
+        linear["kp2d_mean_px"][has2d] = metrics.per_point_mean_influence(err, vis)
         out.update(kp2d_mean_px=px["mean_error_px"], pck2d_auc_0_30px=px["auc"])
         curves["pck2d_px"] = (px["thresholds"], px["curve"])
         if (metrics.hand_box_size(uv_gt, vis) > 0).any():
@@ -285,6 +313,9 @@ def score(p, mano_model=None, progress=None) -> Scores:
         if "keypoints_heatmap" in p:
             out["kp2d_heatmap_px"] = metrics.pck_2d(p["keypoints_heatmap"][has2d], uv_gt,
                                                     vis)["mean_error_px"]
+            linear["kp2d_heatmap_px"][has2d] = metrics.per_point_mean_influence(
+                metrics.point_errors(uv_gt.astype(np.float64),
+                                     p["keypoints_heatmap"][has2d].astype(np.float64)), vis)
         out["cam_scale"] = float(p["cam"][has2d, 0].mean())
         fit_ok = has2d & has3d
         if fit_ok.any():
@@ -300,28 +331,71 @@ def score(p, mano_model=None, progress=None) -> Scores:
     if has_mask.any():
         gt = p["gt_mask"][has_mask][..., 0]
         iou = metrics.mask_iou(resize_probabilities(p["mask_prob"][has_mask], gt.shape[1:]), gt)
-        ps["mask_iou"][has_mask] = iou
+        ps["mask_iou"][has_mask] = linear["mask_iou"][has_mask] = iou
         out["mask_iou"] = float(iou.mean())
         curves["mask_iou"] = iou
 
+    for key in WITH_STANDARD_ERROR:
+        out[key + SE_SUFFIX] = (None if out.get(key) is None
+                                else metrics.standard_error(linear[key]))
     out.update(num_samples=n, num_samples_3d=int(sel.sum()), num_samples_2d=int(has2d.sum()),
                num_samples_mask=int(has_mask.sum()))
-    return Scores(out, ps, curves, decode_sample_ids(p["gt_sample_id"]), mirrored, pred_xyz,
+    return Scores(out, ps, linear, curves, decode_sample_ids(p["gt_sample_id"]), mirrored, pred_xyz,
                   pred_verts)
 
 
+def validation_values(scores: "Scores") -> dict:
+    """The values train.py logs: `scores.values` without the meaningless
+    OFFICIAL_UNALIGNED_KEYS and the scores the split has no labels for."""
+    return {k: v for k, v in scores.values.items()
+            if v is not None and k not in OFFICIAL_UNALIGNED_KEYS}
+
+
+def save_linear(path: str, scores: "Scores") -> None:
+    """Writes the per-sample values behind the scores (`Scores.linear`, NaN where not scored)
+    and the sample ids to an .npz at `path` (atomically), for `load_linear`."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    arrays = {k.replace("/", "__"): v for k, v in scores.linear.items()}
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, sample_id=np.asarray(scores.sample_ids, dtype=str), **arrays)
+    os.replace(tmp, path)
+
+
+def load_linear(path: str) -> tuple[list, dict]:
+    """(sample ids, WITH_STANDARD_ERROR key -> (N,) values) of a `save_linear` file."""
+    with np.load(path) as f:
+        ids = [str(i) for i in f["sample_id"]]
+        return ids, {k.replace("__", "/"): np.asarray(f[k]) for k in f.files if k != "sample_id"}
+
+
+def with_se(scores: dict, key: str, spec: str) -> str:
+    """scores[key] formatted with `spec`, then "+-" its standard error (when known), e.g.
+    "12.41+-0.21"; "-" when the key is not scored."""
+    v = scores.get(key)
+    if not isinstance(v, (int, float)):
+        return "-"
+    se = scores.get(key + SE_SUFFIX)
+    return format(v, spec) + (f"+-{format(se, spec)}" if isinstance(se, (int, float))
+                              and np.isfinite(se) else "")
+
+
 def summary(scores: dict) -> str:
-    """One line: the FreiHAND scores beside the mean-hand baseline's, then the diagnostics."""
+    """One line: the 3D scores (the aligned FreiHAND ones beside what a user of the mesh gets
+    without alignment: root-relative error and global rotation), each +- its standard error,
+    the mean-hand baseline's, then 2D, mask and the diagnostics."""
     def get(key, fmt):
         v = scores.get(key)
         return format(v, fmt) if isinstance(v, (int, float)) else "-"
 
-    parts = [f"PA-MPJPE {get('pa_mpjpe_mm', '.1f')} mm (mean hand {get('baseline/pa_mpjpe_mm', '.1f')})",
-             f"PA-MPVPE {get('pa_mpvpe_mm', '.1f')} mm (mean hand {get('baseline/pa_mpvpe_mm', '.1f')})",
-             f"F@5 {get('f5', '.3f')}", f"F@15 {get('f15', '.3f')} (mean hand {get('baseline/f15', '.3f')})",
-             f"mask IoU {get('mask_iou', '.3f')}",
-             f"2D px: mesh {get('kp2d_mean_px', '.2f')}, heat maps {get('kp2d_heatmap_px', '.2f')}",
-             f"rotation error {get('rot_error_deg', '.1f')} deg",
+    parts = [f"PA-MPJPE {with_se(scores, 'pa_mpjpe_mm', '.2f')} mm (mean hand {get('baseline/pa_mpjpe_mm', '.1f')})",
+             f"RR-MPJPE {with_se(scores, 'rr_mpjpe_mm', '.1f')} mm",
+             f"rotation {with_se(scores, 'rot_error_deg', '.1f')} deg",
+             f"PA-MPVPE {with_se(scores, 'pa_mpvpe_mm', '.2f')} mm (mean hand {get('baseline/pa_mpvpe_mm', '.1f')})",
+             f"F@5 {with_se(scores, 'f5', '.3f')}",
+             f"F@15 {with_se(scores, 'f15', '.3f')} (mean hand {get('baseline/f15', '.3f')})",
+             f"mask IoU {with_se(scores, 'mask_iou', '.3f')}",
+             f"2D px: mesh {with_se(scores, 'kp2d_mean_px', '.2f')}, heat maps "
+             f"{with_se(scores, 'kp2d_heatmap_px', '.2f')}",
              f"hand size {get('hand_size_mm', '.0f')} / {get('label/hand_size_mm', '.0f')} mm",
              f"cam s {get('cam_scale', '.2f')} / {get('label/cam_scale', '.2f')}"]
     return ", ".join(parts)

@@ -73,19 +73,21 @@ def read_metrics(workdir: str) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-# Panels of the validation-curves figure: (title, [(metric key, label, style)], y label).
+# Panels of the validation-curves figure: (title, [(metric key, label, style)], y label). A key
+# with a standard error "<key>_se" in the rows is drawn with a +-1 standard error band.
 CURVE_PANELS = (
-    ("3D (Procrustes-aligned)", [("eval/pa_mpjpe_mm", "PA-MPJPE", "-"),
-                                 ("eval/pa_mpvpe_mm", "PA-MPVPE", "-"),
-                                 ("eval/baseline/pa_mpjpe_mm", "mean hand PA-MPJPE", ":"),
-                                 ("eval/baseline/pa_mpvpe_mm", "mean hand PA-MPVPE", ":")], "mm"),
+    ("3D joints", [("eval/pa_mpjpe_mm", "PA-MPJPE", "-"),
+                   ("eval/rr_mpjpe_mm", "RR-MPJPE (root-relative, no alignment)", "-"),
+                   ("eval/baseline/pa_mpjpe_mm", "mean hand PA-MPJPE", ":")], "mm"),
+    ("Global rotation", [("eval/rot_error_deg", "global rotation error", "-")], "degrees"),
+    ("3D mesh", [("eval/pa_mpvpe_mm", "PA-MPVPE", "-"),
+                 ("eval/rr_mpvpe_mm", "RR-MPVPE (root-relative, no alignment)", "-"),
+                 ("eval/baseline/pa_mpvpe_mm", "mean hand PA-MPVPE", ":")], "mm"),
     ("F-scores and mask", [("eval/f15", "F@15", "-"), ("eval/f5", "F@5", "-"),
                            ("eval/baseline/f15", "mean hand F@15", ":"),
                            ("eval/mask_iou", "mask IoU", "-")], ""),
     ("2D keypoints", [("eval/kp2d_mean_px", "mesh projection", "-"),
                       ("eval/kp2d_heatmap_px", "heat-map soft-argmax", "-")], "crop px"),
-    ("Why (diagnostics)", [("eval/rot_error_deg", "global rotation error (deg)", "-"),
-                           ("eval/rr_mpjpe_mm", "root-relative MPJPE (mm)", "-")], ""),
     ("Scale", [("eval/hand_size_mm", "hand size (bone sum)", "-"),
                ("eval/label/hand_size_mm", "label hand size", ":")], "mm"),
     ("Camera", [("eval/cam_scale", "camera scale s", "-"),
@@ -93,8 +95,13 @@ CURVE_PANELS = (
 )
 
 
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def plot_validation_curves(rows, path: str) -> bool:
-    """Writes a PNG of the validation curves (CURVE_PANELS) of metrics rows (`read_metrics`).
+    """Writes a PNG of the validation curves (CURVE_PANELS) of metrics rows (`read_metrics`),
+    each score with a +-1 standard error band where the rows hold one.
 
     Returns False (and writes nothing) when no row holds a validation score."""
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
@@ -105,13 +112,18 @@ def plot_validation_curves(rows, path: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
     for ax, (title, series, unit) in zip(axes.ravel(), CURVE_PANELS):
         for key, label, style in series:
-            pts = [(r["step"], r[key]) for r in evals
-                   if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-            if pts:
-                ax.plot(*zip(*pts), style, marker="o", markersize=3, label=label)
+            pts = [(r["step"], r[key], r.get(key + "_se")) for r in evals if _finite(r.get(key))]
+            if not pts:
+                continue
+            steps, values, ses = zip(*pts)
+            line, = ax.plot(steps, values, style, marker="o", markersize=3, label=label)
+            band = [(x, y, se) for x, y, se in pts if _finite(se)]
+            if band:
+                x, y, se = map(np.asarray, zip(*band))
+                ax.fill_between(x, y - se, y + se, color=line.get_color(), alpha=0.2, lw=0)
         ax.set_title(title)
         ax.set_xlabel("step")
         if unit:
@@ -119,6 +131,7 @@ def plot_validation_curves(rows, path: str) -> bool:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
+    axes.ravel()[-1].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -230,6 +230,56 @@ def error_measures(errors: np.ndarray, thresholds: np.ndarray,
                 per_point_mean=per_point_mean)
 
 
+# --------------------------------------------------------------------------- standard errors
+
+
+def standard_error(values) -> float:
+    """The standard error of the mean of per-sample `values` (N,): std (ddof 1) / sqrt(n) over
+    the finite ones; NaN with fewer than two. A score's mean +- 2 standard errors brackets what
+    the same model would score on another draw of as many samples (about 95 %)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return float("nan")
+    return float(np.std(v, ddof=1) / np.sqrt(len(v)))
+
+
+def paired_difference(a, b) -> tuple[float, float, int]:
+    """(mean(b - a), its standard error, n) over the samples where both per-sample columns
+    (N,) are finite: the difference of two models scored on the same samples. Pairing removes
+    the samples' own difficulty, so its standard error is far below that of either mean."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired columns must have one shape, got {a.shape} and {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = b[ok] - a[ok]
+    return (float(d.mean()) if len(d) else float("nan")), standard_error(d), int(ok.sum())
+
+
+def per_point_mean_influence(errors: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """Per-sample linearised values u (N,) of M = mean over points of (per-point mean error over
+    its valid samples), the statistic of `error_measures` (points with no valid sample dropped).
+
+    u_i = M + (1 / P) sum_p (N / n_p) v_ip (e_ip - m_p), with m_p the per-point means and n_p
+    their counts, so mean(u) = M exactly and standard_error(u) is the delta-method standard
+    error of M. With every point valid, u_i is the sample's mean error over its points. Samples
+    with no valid point get NaN (they do not enter M).
+    errors: (N, P); valid: (N, P) bool or None (all valid).
+    """
+    errors = np.asarray(errors, np.float64)
+    valid = np.ones(errors.shape, bool) if valid is None else np.asarray(valid, bool)
+    n = errors.shape[0]
+    counts = valid.sum(0)
+    has = counts > 0
+    if not has.any():
+        return np.full(n, np.nan)
+    e, v = errors[:, has], valid[:, has]
+    m_p = np.where(v, e, 0.0).sum(0) / counts[has]
+    dev = np.where(v, e - m_p, 0.0) * (n / counts[has])
+    u = m_p.mean() + dev.mean(1)
+    return np.where(valid.any(1), u, np.nan)
+
+
 # --------------------------------------------------------------------------- F-score
 
 
@@ -384,6 +434,11 @@ def freihand_scores(xyz_pred, verts_pred, xyz_gt, verts_gt,
             f_al_score_15=None if fs is None else fs[1, :, 1],
             kp_al_errors_m=kp_al_err),
     )
+    ps = scores["per_sample"]
+    for key, column, factor in (("pa_mpjpe_mm", "kp_al_mean_m", 1000.0),
+                                ("pa_mpvpe_mm", "mesh_al_mean_m", 1000.0),
+                                ("f5", "f_al_score_5", 1.0), ("f15", "f_al_score_15", 1.0)):
+        scores[key + "_se"] = None if ps[column] is None else factor * standard_error(ps[column])
     return scores
 
 

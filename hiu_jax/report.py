@@ -147,28 +147,41 @@ def histogram_figure(out_dir, name, values, bins, mean, mean_label, xlabel, empt
 def pred_scores_json(scores):
     """The JSON-able part of `metrics.freihand_scores`: official keys, mm keys, their units."""
     out = {k: scores[k] for k in metrics.FREIHAND_SCORE_KEYS}
-    for k in ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5", "f15", "mpjpe_mm", "mpvpe_mm", "num_samples",
-              "mesh_scored", "num_vertices_pred"):
+    for k in ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5", "f15", "mpjpe_mm", "mpvpe_mm", "pa_mpjpe_mm_se",
+              "pa_mpvpe_mm_se", "f5_se", "f15_se", "num_samples", "mesh_scored",
+              "num_vertices_pred"):
         out[k] = scores[k]
     out["units"] = ("*_mean3d: cm (as the official scores.txt); *_auc3d: AUC of 3D PCK over "
-                    "0-5 cm, 100 thresholds; f_*: F-score at 5 / 15 mm; *_mm: millimetres; "
+                    "0-5 cm, 100 thresholds; f_*: F-score at 5 / 15 mm; *_mm: millimetres; *_se: "
+                    "standard errors over samples; "
                     "null: not scored (mesh vertex count != 778, or no mesh)")
     return out
 
 
+def fmt_se(s, key, spec, unit=""):
+    """s[key] +- its standard error s[key + "_se"] (when scored) with `unit`, or "n/a"."""
+    se = s.get(key + "_se")
+    if s.get(key) is None:
+        return "n/a"
+    if se is None or not math.isfinite(se):
+        return fmt(s[key], spec, unit)
+    return f"{format(s[key], spec)} +- {format(se, spec)}{unit}"
+
+
 def _aligned_rows(s) -> list:
-    """The two headline rows both modes print: PA-MPJPE and PA-MPVPE with their AUCs."""
-    return [("PA-MPJPE (keypoints, aligned)", fmt(s["pa_mpjpe_mm"], ".2f", " mm"),
+    """The two headline rows both modes print: PA-MPJPE and PA-MPVPE with their AUCs (and
+    standard errors where `s` holds them)."""
+    return [("PA-MPJPE (keypoints, aligned)", fmt_se(s, "pa_mpjpe_mm", ".2f", " mm"),
              "AUC 0-50 mm " + fmt(s["xyz_al_auc3d"], ".3f")),
-            ("PA-MPVPE (mesh, aligned)", fmt(s["pa_mpvpe_mm"], ".2f", " mm"),
+            ("PA-MPVPE (mesh, aligned)", fmt_se(s, "pa_mpvpe_mm", ".2f", " mm"),
              "AUC 0-50 mm " + fmt(s["mesh_al_auc3d"], ".3f"))]
 
 
 def print_pred_table(s, file=sys.stdout):
     """The pred mode's headline table in mm."""
     rows = _aligned_rows(s) + [
-        ("F@5 mm (aligned)", fmt(s["f_al_score_5"], ".3f"), "raw " + fmt(s["f_score_5"], ".3f")),
-        ("F@15 mm (aligned)", fmt(s["f_al_score_15"], ".3f"),
+        ("F@5 mm (aligned)", fmt_se(s, "f5", ".3f"), "raw " + fmt(s["f_score_5"], ".3f")),
+        ("F@15 mm (aligned)", fmt_se(s, "f15", ".3f"),
          "raw " + fmt(s["f_score_15"], ".3f")),
         ("MPJPE (keypoints, unaligned)", fmt(s["mpjpe_mm"], ".2f", " mm"),
          "AUC 0-50 mm " + fmt(s["xyz_auc3d"], ".3f")),
@@ -223,19 +236,24 @@ def write_pred_report(out_dir, scores):
 
 
 def print_model_table(s, file=sys.stdout):
-    """The model mode's headline table (mm; the official unaligned numbers marked)."""
+    """The model mode's headline table (mm; each mean over samples +- its standard error; the
+    official unaligned numbers marked)."""
     rows = _aligned_rows(s) + [
-        ("F@5 mm / F@15 mm (aligned)", fmt(s["f5"], ".3f") + " / " + fmt(s["f15"], ".3f"), ""),
-        ("RR-MPJPE (wrist-relative, no alignment)", fmt(s["rr_mpjpe_mm"], ".2f", " mm"),
+        ("RR-MPJPE (wrist-relative, no alignment)", fmt_se(s, "rr_mpjpe_mm", ".2f", " mm"),
          "3D PCK AUC 20-50 mm " + fmt(s["rr_pck_auc_20_50mm"], ".3f")),
-        ("RR-MPVPE (wrist-relative, no alignment)", fmt(s["rr_mpvpe_mm"], ".2f", " mm"),
+        ("Global rotation error", fmt_se(s, "rot_error_deg", ".2f", " deg"),
+         "geodesic angle to the label's MANO global rotation"),
+        ("RR-MPVPE (wrist-relative, no alignment)", fmt_se(s, "rr_mpvpe_mm", ".2f", " mm"),
          "3D PCK AUC 0-50 mm " + fmt(s["rr_mesh_auc_0_50mm"], ".3f")),
+        ("F@5 mm (aligned)", fmt_se(s, "f5", ".3f"), ""),
+        ("F@15 mm (aligned)", fmt_se(s, "f15", ".3f"), ""),
         ("MPJPE / MPVPE, raw F (official unaligned)", "meaningless",
          "pred.json is root-relative (see scores.json)"),
-        ("2D keypoint error (crop pixels)", fmt(s["kp2d_mean_px"], ".2f", " px"),
+        ("2D keypoint error (crop pixels)", fmt_se(s, "kp2d_mean_px", ".2f", " px"),
          "PCK AUC 0-30 px " + fmt(s["pck2d_auc_0_30px"], ".3f") + ", box-normalised AUC 0-0.5 "
          + fmt(s["pck2d_box_auc_0_05"], ".3f")),
-        ("Mask IoU", fmt(s["mask_iou"], ".3f"), ""),
+        ("2D keypoint error, heat maps", fmt_se(s, "kp2d_heatmap_px", ".2f", " px"), ""),
+        ("Mask IoU", fmt_se(s, "mask_iou", ".3f"), ""),
         ("Throughput", fmt(s["samples_per_second"], ".1f", " samples/s"),
          f"{s['devices']['count']} x {s['devices']['kind']}, batch {s['batch_size']}, "
          f"warm-up (compilation) {s['warmup_seconds']:.1f} s excluded"),
@@ -243,7 +261,8 @@ def print_model_table(s, file=sys.stdout):
     title = (f"{s['dataset']}/{s['split']}: {s['num_samples']} samples ({s['num_samples_3d']} "
              f"with 3D + mesh, {s['num_samples_2d']} with 2D, {s['num_samples_mask']} with "
              f"masks); checkpoint {s['checkpoint']['which']} step {s['checkpoint']['step']}")
-    print_table(title, rows, width=(42, 15), file=file)
+    print_table(title, rows, ["scores: mean +- standard error over samples"], width=(42, 18),
+                file=file)
 
 
 def write_model_report(out_dir, values, result, order):
@@ -252,7 +271,7 @@ def write_model_report(out_dir, values, result, order):
     write_json(os.path.join(out_dir, "scores.json"), values)
     ps = result.per_sample
     cols = ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5_al", "f15_al", "rr_mpjpe_mm", "rr_mpvpe_mm",
-            "kp2d_mean_px", "mask_iou")
+            "rot_error_deg", "kp2d_mean_px", "mask_iou")
     sides = ["left" if m else "right" for m in result.mirrored]
     write_csv(os.path.join(out_dir, "per_sample.csv"), ("index", "sample_id", "hand_side") + cols,
               [result.sample_ids, sides] + [ps[c] for c in cols], order)

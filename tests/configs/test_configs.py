@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from datasets import pipeline
-from hiu_jax import loss_registry
+from hiu_jax import loss_registry, losses  # noqa: F401  (losses registers the terms)
 
 CONFIGS = ("default", "tiny", "freihand")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -167,3 +167,37 @@ def test_validation_curves_png(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "curves.png").size[0] > 600
+
+
+def test_every_mean_score_has_a_standard_error_and_per_sample_values_averaging_to_it(mano):
+    p = predictions(mano, n=12, seed=3)
+    rng = np.random.default_rng(4)
+    p["joints_3d"] = p["joints_3d"] + rng.normal(0, 0.005, p["joints_3d"].shape).astype(np.float32)
+    p["vertices"] = p["vertices"] + rng.normal(0, 0.005, p["vertices"].shape).astype(np.float32)
+    p["joints_2d"] = p["joints_2d"] + rng.normal(0, 2.0, p["joints_2d"].shape).astype(np.float32)
+    p["gt_keypoint_visibility"][::3, 4:9] = 0.0  # per-joint means over unequal counts
+    p["mask_prob"] = rng.uniform(size=p["mask_prob"].shape)
+    result = evaluation.score(p, mano)
+    s = result.values
+    for key in evaluation.WITH_STANDARD_ERROR:
+        column = result.linear[key]
+        assert np.nanmean(column) == pytest.approx(s[key], rel=1e-9, abs=1e-12), key
+        se = s[key + evaluation.SE_SUFFIX]
+        assert se == pytest.approx(np.nanstd(column, ddof=1) / np.sqrt(np.isfinite(column).sum()),
+                                   rel=1e-12), key
+    assert s["pa_mpjpe_mm_se"] > 0 and s["kp2d_mean_px_se"] > 0 and s["rot_error_deg_se"] >= 0
+    np.testing.assert_allclose(result.per_sample["rot_error_deg"], result.linear["rot_error_deg"])
+    line = evaluation.summary(evaluation.validation_values(result))
+    assert f"PA-MPJPE {s['pa_mpjpe_mm']:.2f}+-{s['pa_mpjpe_mm_se']:.2f} mm" in line
+    assert "RR-MPJPE" in line and "rotation" in line
+
+
+def test_linear_values_round_trip_through_their_file(mano, tmp_path):
+    result = evaluation.score(predictions(mano, n=5, seed=5), mano)
+    path = str(tmp_path / "validation" / "step_10.npz")
+    evaluation.save_linear(path, result)
+    ids, cols = evaluation.load_linear(path)
+    assert ids == result.sample_ids
+    assert set(cols) == set(evaluation.WITH_STANDARD_ERROR)
+    for key, values in result.linear.items():
+        np.testing.assert_array_equal(cols[key], values)
