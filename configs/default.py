@@ -32,6 +32,8 @@ def model_config(size: str = "small") -> ml_collections.ConfigDict:
     m.beta_limit = 3.0  # betas = 3 tanh(theta / 3): within 3 standard deviations of the mean
     m.coarse_to_fine_inputs = True  # the regressor reads the heat-map keypoints and pooled POF
     m.regressor_stop_gradient = False  # True: mesh losses do not reach the stacks
+    m.regressor_gradient_scale = 1.0  # else: their gradient into the stacks, times this
+    m.zero_init_heads = False  # True: heat-map, mask and POF heads start at zero, not noise
     m.keypoint_temperature = 0.04  # soft-argmax temperature of those keypoints
     m.mano_path = ""  # a MANO_RIGHT.pkl/.npz; empty = the procedural hand
     if size == "small":  # sized for 2 CPU cores: ~0.3 GFLOP per 128 px image
@@ -73,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     config.data.synthetic_dir = "data/synthetic"  # generated here if missing (FreiHAND layout)
     config.data.synthetic_num_train = 8192  # ~2 minutes to generate on 2 CPU cores
-    config.data.synthetic_num_eval = 128
+    config.data.synthetic_num_eval = 1024  # validation: standard errors small enough to compare recipes
     config.data.eval_source = "synthetic_hands"  # the builder evaluated during training
     config.data.eval_split = "test"
     config.data.eval_max_batches = 0  # 0 = the whole split

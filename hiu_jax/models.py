@@ -217,14 +217,26 @@ class Decoder(nn.Module):
         return conv(self.width, 3)(x)
 
 
+def scale_gradient(x, scale: float):
+    """x in the forward pass; `scale` times its gradient in the backward pass (0: none)."""
+    if scale == 1.0:
+        return x
+    frozen = jax.lax.stop_gradient(x)
+    return frozen if scale == 0.0 else frozen + scale * (x - frozen)
+
+
 class Stack(nn.Module):
-    """One multi-task stack: encoder + heat-map, mask and POF decoders sharing the skips."""
+    """One multi-task stack: encoder + heat-map, mask and POF decoders sharing the skips.
+
+    zero_init_heads: the 1x1 output convolutions start at zero (heat maps and POF start as
+    zero maps, the mask as p = 0.5) instead of as noise the first steps must erase."""
 
     widths: Sequence[int]
     blocks: Sequence[int]
     decoder_width: int
     norm: Any = None
     dtype: Any = jnp.float32
+    zero_init_heads: bool = False
 
     @nn.compact
     def __call__(self, x):
@@ -233,8 +245,10 @@ class Stack(nn.Module):
         for name, channels in (("heatmaps", NUM_KEYPOINTS), ("mask", 1), ("pof", 3 * NUM_BONES)):
             f = Decoder(self.decoder_width, norm=self.norm, dtype=self.dtype, name=f"{name}_decoder")(skips)
             feats.append(f)
+            init = (nn.initializers.zeros if self.zero_init_heads
+                    else nn.linear.default_kernel_init)
             preds[name] = nn.Conv(channels, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
-                                  name=f"{name}_head")(f)
+                                  kernel_init=init, name=f"{name}_head")(f)
         return jnp.concatenate(feats, -1), preds
 
 
@@ -315,7 +329,9 @@ class HIUNet(nn.Module):
                 x = x + ConvBN(x.shape[-1], 1, relu=False, norm=norm, dtype=self.dtype)(feats)
                 x = x + ConvBN(x.shape[-1], 1, relu=False, norm=norm, dtype=self.dtype)(merged)
             feats, preds = Stack(cfg.encoder_widths, cfg.encoder_blocks, cfg.decoder_width,
-                                 norm=norm, dtype=self.dtype, name=f"stack{k}")(x)
+                                 norm=norm, dtype=self.dtype,
+                                 zero_init_heads=cfg.get("zero_init_heads", False),
+                                 name=f"stack{k}")(x)
             b = images.shape[0]
             heat = preds["heatmaps"]
             if heat.shape[1] != cfg.heatmap_size:
@@ -334,6 +350,8 @@ class HIUNet(nn.Module):
             # The stacks learn from their dense labels only; the mesh losses train the feature
             # encoder and the regressor (their gradients would otherwise swamp the heat maps').
             merged = jax.lax.stop_gradient(merged)
+        else:  # the mesh losses reach the stacks, their gradient scaled
+            merged = scale_gradient(merged, float(cfg.get("regressor_gradient_scale", 1.0)))
         vector = FeatureEncoder(cfg.feature_channels, norm=norm, dtype=self.dtype)(merged)
         # Coarse to fine: the regressor also reads the 2D keypoints and the 3D bone directions
         # that the last stack found (stop-gradient: those heads learn from their own labels).
