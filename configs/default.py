@@ -21,6 +21,8 @@ def model_config(size: str = "small") -> ml_collections.ConfigDict:
     m.regressor_hidden = (1024, 1024)
     m.regressor_iterations = 3
     m.regressor_dropout = 0.0
+    m.activation = "relu"  # or "gelu": smooth, so data-parallel gradients equal one device's
+    # to float32 rounding (ReLU's kinks make them differ by ~1e-3 at some steps; models.py)
     m.pose_parameterisation = "axis_angle"  # fingers: or "pca" (pca_components) or "rot6d"
     m.global_rotation = "rot6d"  # continuous 6D (no wrap at pi), or "axis_angle"
     m.pca_components = 12

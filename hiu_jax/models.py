@@ -29,7 +29,7 @@ offset span half the crop.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -47,6 +47,22 @@ NUM_BONES = skeleton.NUM_BONES
 POSE_PARAMETERISATIONS = ("axis_angle", "pca", "rot6d")
 GLOBAL_ROTATIONS = ("axis_angle", "rot6d")
 MAX_LOG_CAM_SCALE = 4.0  # theta_s is clipped to +-this: s within e^-4 .. e^4 of init_cam_scale
+# The hidden activation (config `activation`). ReLU's derivative jumps at 0, so the gradient of a
+# ReLU network is a discontinuous function of its inputs: the float32 rounding differences
+# between two equivalent evaluations (one device vs data parallel: BatchNorm statistics and
+# convolutions summed in another order, 1e-7 to 3e-6 of the pre-activations) carry the few
+# pre-activations that lie that close to 0 to the other side (0 to 2 of the tiny config's ~1M
+# per batch of 8), and each such unit changes the gradient by ~1/sqrt(pixels summed), 2e-4 to
+# 8e-3 of it (bench/dp_grad_terms.py). GELU's derivative is continuous: equivalent evaluations
+# then give gradients equal to float32 rounding (~1e-5).
+ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
+
+
+def activation(name: str) -> Callable:
+    """The elementwise activation function called `name` in ACTIVATIONS."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
 
 
 def theta_layout(pose_parameterisation: str, pca_components: int = 12,
@@ -144,21 +160,22 @@ def camera_from_theta(theta, layout, init_cam_scale: float, joints_3d):
 
 
 class ConvBN(nn.Module):
-    """Conv (no bias) -> BatchNorm -> optional ReLU."""
+    """Conv (no bias) -> BatchNorm -> optional activation (`act`, see `ACTIVATIONS`)."""
 
     features: int
     kernel: int = 3
     strides: int = 1
-    relu: bool = True
+    relu: bool = True  # apply `act`
     norm: Any = None
     dtype: Any = jnp.float32
+    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
         x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides, use_bias=False,
                     dtype=self.dtype, param_dtype=jnp.float32)(x)
         x = self.norm()(x)
-        return nn.relu(x) if self.relu else x
+        return self.act(x) if self.relu else x
 
 
 class Bottleneck(nn.Module):
@@ -168,16 +185,17 @@ class Bottleneck(nn.Module):
     strides: int = 1
     norm: Any = None
     dtype: Any = jnp.float32
+    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
-        conv = functools.partial(ConvBN, norm=self.norm, dtype=self.dtype)
+        conv = functools.partial(ConvBN, norm=self.norm, dtype=self.dtype, act=self.act)
         y = conv(self.width, 1)(x)
         y = conv(self.width, 3, self.strides)(y)
         y = conv(self.width * 4, 1, relu=False)(y)
         if x.shape[-1] != self.width * 4 or self.strides != 1:
             x = conv(self.width * 4, 1, self.strides, relu=False)(x)
-        return nn.relu(x + y)
+        return self.act(x + y)
 
 
 class Encoder(nn.Module):
@@ -187,6 +205,7 @@ class Encoder(nn.Module):
     blocks: Sequence[int]
     norm: Any = None
     dtype: Any = jnp.float32
+    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
@@ -194,7 +213,7 @@ class Encoder(nn.Module):
         for i, (width, count) in enumerate(zip(self.widths, self.blocks)):
             for b in range(count):
                 strides = 2 if (i > 0 and b == 0) else 1
-                x = Bottleneck(width, strides, norm=self.norm, dtype=self.dtype)(x)
+                x = Bottleneck(width, strides, norm=self.norm, dtype=self.dtype, act=self.act)(x)
             skips.append(x)
         return skips
 
@@ -205,10 +224,11 @@ class Decoder(nn.Module):
     width: int
     norm: Any = None
     dtype: Any = jnp.float32
+    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, skips):
-        conv = functools.partial(ConvBN, norm=self.norm, dtype=self.dtype)
+        conv = functools.partial(ConvBN, norm=self.norm, dtype=self.dtype, act=self.act)
         x = conv(self.width, 1)(skips[-1])
         for skip in reversed(skips[:-1]):
             b, h, w, c = x.shape
@@ -237,13 +257,16 @@ class Stack(nn.Module):
     norm: Any = None
     dtype: Any = jnp.float32
     zero_init_heads: bool = False
+    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
-        skips = Encoder(self.widths, self.blocks, norm=self.norm, dtype=self.dtype)(x)
+        skips = Encoder(self.widths, self.blocks, norm=self.norm, dtype=self.dtype,
+                        act=self.act)(x)
         feats, preds = [], {}
         for name, channels in (("heatmaps", NUM_KEYPOINTS), ("mask", 1), ("pof", 3 * NUM_BONES)):
-            f = Decoder(self.decoder_width, norm=self.norm, dtype=self.dtype, name=f"{name}_decoder")(skips)
+            f = Decoder(self.decoder_width, norm=self.norm, dtype=self.dtype, act=self.act,
+                        name=f"{name}_decoder")(skips)
             feats.append(f)
             init = (nn.initializers.zeros if self.zero_init_heads
                     else nn.linear.default_kernel_init)
@@ -258,11 +281,12 @@ class FeatureEncoder(nn.Module):
     channels: Sequence[int]
     norm: Any = None
     dtype: Any = jnp.float32
+    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
         for c in self.channels:
-            x = ConvBN(c, 3, 2, norm=self.norm, dtype=self.dtype)(x)
+            x = ConvBN(c, 3, 2, norm=self.norm, dtype=self.dtype, act=self.act)(x)
         return jnp.mean(x, axis=(1, 2))
 
 
@@ -273,6 +297,7 @@ class Regressor(nn.Module):
     hidden: Sequence[int]
     iterations: int
     dropout: float = 0.0
+    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, features, train: bool):
@@ -286,7 +311,7 @@ class Regressor(nn.Module):
         for _ in range(self.iterations):
             h = jnp.concatenate([features, theta], -1)
             for layer in layers:
-                h = drop(nn.relu(layer(h)), deterministic=not train)
+                h = drop(self.act(layer(h)), deterministic=not train)
             theta = theta + out(h)
             thetas.append(theta)
         return thetas
@@ -318,9 +343,10 @@ class HIUNet(nn.Module):
         norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                                  epsilon=1e-5, axis_name=self.bn_axis_name, dtype=self.dtype,
                                  param_dtype=jnp.float32)
+        act = activation(cfg.get("activation", "relu"))
         x = images.astype(self.dtype) * 2.0 - 1.0
         for c in cfg.stem_channels:
-            x = ConvBN(c, cfg.get("stem_kernel", 7), 2, norm=norm, dtype=self.dtype)(x)
+            x = ConvBN(c, cfg.get("stem_kernel", 7), 2, norm=norm, dtype=self.dtype, act=act)(x)
         outputs = {"heatmaps": [], "mask_logits": [], "pof": []}
         feats = preds = None
         for k in range(cfg.num_stacks):
@@ -329,7 +355,7 @@ class HIUNet(nn.Module):
                 x = x + ConvBN(x.shape[-1], 1, relu=False, norm=norm, dtype=self.dtype)(feats)
                 x = x + ConvBN(x.shape[-1], 1, relu=False, norm=norm, dtype=self.dtype)(merged)
             feats, preds = Stack(cfg.encoder_widths, cfg.encoder_blocks, cfg.decoder_width,
-                                 norm=norm, dtype=self.dtype,
+                                 norm=norm, dtype=self.dtype, act=act,
                                  zero_init_heads=cfg.get("zero_init_heads", False),
                                  name=f"stack{k}")(x)
             b = images.shape[0]
@@ -352,7 +378,7 @@ class HIUNet(nn.Module):
             merged = jax.lax.stop_gradient(merged)
         else:  # the mesh losses reach the stacks, their gradient scaled
             merged = scale_gradient(merged, float(cfg.get("regressor_gradient_scale", 1.0)))
-        vector = FeatureEncoder(cfg.feature_channels, norm=norm, dtype=self.dtype)(merged)
+        vector = FeatureEncoder(cfg.feature_channels, norm=norm, dtype=self.dtype, act=act)(merged)
         # Coarse to fine: the regressor also reads the 2D keypoints and the 3D bone directions
         # that the last stack found (stop-gradient: those heads learn from their own labels).
         heat = jax.lax.stop_gradient(outputs["heatmaps"][-1])
@@ -372,7 +398,7 @@ class HIUNet(nn.Module):
         theta0 = initial_theta(layout, cfg.pose_parameterisation,
                                cfg.get("init_global_rot", (0.0, 0.0, 0.0)))
         thetas = Regressor(theta0, cfg.regressor_hidden, cfg.regressor_iterations,
-                           cfg.regressor_dropout)(vector, train)
+                           cfg.regressor_dropout, act=act)(vector, train)
         outputs["theta"] = thetas
         outputs["cam"], outputs["joints_3d_iters"], outputs["joints_2d_iters"] = [], [], []
         for theta in thetas:

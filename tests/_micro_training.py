@@ -35,7 +35,9 @@ SGD_MOMENTUM = 0.9
 def micro_config():
     """configs/tiny.py with a one-stack, few-channel network and no silhouette term (the soft
     rasteriser is a per-sample term like the others, aggregated by the same code; it only adds
-    compile time here)."""
+    compile time here). Its activation is GELU: the data-parallel tests compare gradients of
+    two evaluations that differ by float32 rounding, and a ReLU network's gradient jumps where
+    rounding moves a pre-activation across 0 (hiu_jax/models.py ACTIVATIONS)."""
     from configs import tiny
 
     config = tiny.get_config()
@@ -47,6 +49,7 @@ def micro_config():
     m.decoder_width = 8
     m.feature_channels = (8, 8, 8, 8)
     m.regressor_hidden = (16, 16)
+    m.activation = "gelu"
     config.loss.terms.silhouette = 0.0
     return config
 

@@ -134,6 +134,8 @@ def test_rejects_bad_input(tiny_setup):
         net.apply(variables, jnp.zeros((2, 64, 64)), train=False)
     with pytest.raises(ValueError, match="pose_parameterisation"):
         models.theta_layout("quaternion")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        models.activation("tanh")
 
 
 def test_camera_scale_stays_positive_and_the_anchor_is_the_hand_centre():
