@@ -27,12 +27,10 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import sys
 
 DEVICES = int(os.environ.get("DP_DEVICES", "4"))
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={DEVICES}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
