@@ -48,6 +48,11 @@ WITH_STANDARD_ERROR = ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5", "f15", "rr_mpjpe_mm",
                        "rot_error_deg", "kp2d_mean_px", "kp2d_heatmap_px", "mask_iou",
                        "hand_size_mm", "baseline/pa_mpjpe_mm", "baseline/pa_mpvpe_mm")
 SE_SUFFIX = "_se"
+# The WITH_STANDARD_ERROR keys whose linear values are a PER_SAMPLE column as it is.
+LINEAR_IS_PER_SAMPLE = {"pa_mpjpe_mm": "pa_mpjpe_mm", "pa_mpvpe_mm": "pa_mpvpe_mm", "f5": "f5_al",
+                        "f15": "f15_al", "rr_mpjpe_mm": "rr_mpjpe_mm",
+                        "rr_mpvpe_mm": "rr_mpvpe_mm", "rot_error_deg": "rot_error_deg",
+                        "mask_iou": "mask_iou"}
 
 
 def predict_fn(model):
@@ -256,13 +261,10 @@ def score(p, mano_model=None, progress=None) -> Scores:
         ps["pa_mpjpe_mm"][sel] = 1000.0 * f["kp_al_mean_m"]
         ps["pa_mpvpe_mm"][sel] = 1000.0 * f["mesh_al_mean_m"]
         ps["f5_al"][sel], ps["f15_al"][sel] = f["f_al_score_5"], f["f_al_score_15"]
-        for key, col in (("pa_mpjpe_mm", "pa_mpjpe_mm"), ("pa_mpvpe_mm", "pa_mpvpe_mm"),
-                         ("f5", "f5_al"), ("f15", "f15_al")):
-            linear[key][sel] = ps[col][sel]
         curves.update(xyz_al=fs["curves"]["xyz_al"], mesh_al=fs["curves"]["mesh_al"],
                       per_joint_al_mm=fs["per_joint_al_mean_mm"])
         err_v = metrics.point_errors(gt_verts[sel] - gt_xyz[sel][:, :1], pred_verts[sel])
-        ps["rr_mpvpe_mm"][sel] = linear["rr_mpvpe_mm"][sel] = 1000.0 * err_v.mean(1)
+        ps["rr_mpvpe_mm"][sel] = 1000.0 * err_v.mean(1)
         mesh_rr = metrics.error_measures(err_v, thr)
         out.update(rr_mpvpe_mm=1000.0 * mesh_rr["mean"], rr_mesh_auc_0_50mm=mesh_rr["auc"])
         curves["mesh_rr"] = mesh_rr["curve"]
@@ -278,7 +280,7 @@ def score(p, mano_model=None, progress=None) -> Scores:
             linear["baseline/pa_mpvpe_mm"][sel] = 1000.0 * b["per_sample"]["mesh_al_mean_m"]
     if has3d.any():
         err_j = metrics.point_errors(gt_xyz[has3d] - gt_xyz[has3d][:, :1], pred_xyz[has3d])
-        ps["rr_mpjpe_mm"][has3d] = linear["rr_mpjpe_mm"][has3d] = 1000.0 * err_j.mean(1)
+        ps["rr_mpjpe_mm"][has3d] = 1000.0 * err_j.mean(1)
         xyz_rr = metrics.error_measures(err_j, thr)
         out.update(rr_mpjpe_mm=1000.0 * xyz_rr["mean"], rr_xyz_auc_0_50mm=xyz_rr["auc"],
                    rr_pck_auc_20_50mm=metrics.root_relative_pck(pred_xyz[has3d],
@@ -293,7 +295,6 @@ def score(p, mano_model=None, progress=None) -> Scores:
         r_gt = np.asarray(rotations.axis_angle_to_matrix(jnp.asarray(
             p["gt_mano_pose"][has_mano, :3], jnp.float32)))
         ps["rot_error_deg"][has_mano] = geodesic_degrees(p["global_rotmat"][has_mano], r_gt)
-        linear["rot_error_deg"] = ps["rot_error_deg"]
         out["rot_error_deg"] = float(ps["rot_error_deg"][has_mano].mean())
 
     has2d = (p["gt_has_2d"] > 0) & (p["gt_keypoint_visibility"].sum(1) > 0)
@@ -331,10 +332,11 @@ def score(p, mano_model=None, progress=None) -> Scores:
     if has_mask.any():
         gt = p["gt_mask"][has_mask][..., 0]
         iou = metrics.mask_iou(resize_probabilities(p["mask_prob"][has_mask], gt.shape[1:]), gt)
-        ps["mask_iou"][has_mask] = linear["mask_iou"][has_mask] = iou
+        ps["mask_iou"][has_mask] = iou
         out["mask_iou"] = float(iou.mean())
         curves["mask_iou"] = iou
 
+    linear.update({key: ps[column].copy() for key, column in LINEAR_IS_PER_SAMPLE.items()})
     for key in WITH_STANDARD_ERROR:
         out[key + SE_SUFFIX] = (None if out.get(key) is None
                                 else metrics.standard_error(linear[key]))
