@@ -192,13 +192,12 @@ def _builder(config, dataset, split):
     if dataset not in registry.BUILDER_MODULES:
         raise UserError(f"--dataset {dataset!r} is not a dataset builder; known: "
                         f"{', '.join(sorted(registry.BUILDER_MODULES))}")
-    manual_dir = config.pipeline.manual_dirs.get(dataset)
     try:
-        builder = registry.make_builder(
-            dataset, data_dir=config.pipeline.data_dir, manual_dir=manual_dir,
-            builder_config=config.pipeline.builder_configs.get(dataset))
+        # As train.py gets its data: the synthetic set the config names (generated if missing).
+        builder, = registry.build_from_config(config, [dataset])
     except Exception as e:  # tfds reports a missing manual download in many ways
         first = (str(e).strip().splitlines() or [""])[0]
+        manual_dir = config.pipeline.manual_dirs.get(dataset)
         raise UserError(f"dataset {dataset} (data_dir {config.pipeline.data_dir!r}, manual_dir "
                         f"{manual_dir!r}) cannot be read or prepared: {type(e).__name__}: "
                         f"{first}") from None

@@ -106,7 +106,6 @@ def main():
     parser.add_argument("--groups", type=int, default=3, help="worst groups shown per term")
     parser.add_argument("--activation", default="relu", choices=tuple(models.ACTIVATIONS))
     args = parser.parse_args()
-    import train
     from configs import tiny
     from datasets import pipeline, registry
 
@@ -117,9 +116,8 @@ def main():
         config.data.synthetic_dir = args.synthetic_dir
     if args.tfds_dir:
         config.pipeline.data_dir = args.tfds_dir
-    train.prepare_synthetic_data(config)
     settings = pipeline.settings_from_config(config.pipeline)
-    stream = pipeline.make_dataset(registry.build(settings.sources), "train",
+    stream = pipeline.make_dataset(registry.build_from_config(config), "train",
                                    weights=settings.sources.weights, config=settings,
                                    global_batch_size=config.batch_size, train=True,
                                    seed=config.seed, local_device_count=1)

@@ -4,8 +4,8 @@
     python bench/scaling.py --config configs/default.py --out runs/scaling \\
         [--factors 0.5,1,2,4] [--plot docs/scaling.png] [--config.KEY=VALUE ...]
 
-Each factor f trains `train.py` in OUT/x<f> with num_train_steps, warmup_steps and
-lr_decay_steps multiplied by f (same data and seed), validating 4 times along the way. Runs that
+Each factor f trains `train.py` in OUT/x<f> with num_train_steps multiplied by f (warmup, the
+loss ramp and the decay points follow it; same data and seed), validating 4 times along the way. Runs that
 finished are kept and an interrupted one resumes, so the same command picks up where it stopped
 (the 4x point of the default recipe takes hours on 2 CPU cores: run it in the background). Then
 it writes OUT/scaling.md (one row per finished factor: each score +- its standard error) and
@@ -33,14 +33,12 @@ TABLE = PANELS + (("pa_mpvpe_mm", "PA-MPVPE (mm)"), ("f5", "F@5"), ("f15", "F@15
 
 
 def scaled_overrides(config, factor: float) -> list:
-    """--config overrides of num_train_steps, warmup_steps, lr_decay_steps, eval and checkpoint
-    cadence for `factor` times the config's run."""
+    """--config overrides for `factor` times the config's run: num_train_steps (warmup, the
+    loss ramp and the decay points follow it in the config files), and 4 validations and
+    checkpoints along the way."""
     steps = max(1, int(round(config.num_train_steps * factor)))
-    warmup = min(int(round(config.warmup_steps * factor)), steps - 1)
-    decay = ",".join(str(int(round(s * factor))) for s in config.lr_decay_steps)
     every = max(1, steps // 4)
-    return [f"--config.num_train_steps={steps}", f"--config.warmup_steps={warmup}",
-            f"--config.lr_decay_steps=({decay},)", f"--config.eval_every_steps={every}",
+    return [f"--config.num_train_steps={steps}", f"--config.eval_every_steps={every}",
             f"--config.checkpoint_every_steps={every}"]
 
 

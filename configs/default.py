@@ -68,10 +68,16 @@ def get_config() -> ml_collections.ConfigDict:
     """The default run: `python train.py` on a fresh machine.
 
     It generates the synthetic hands into data.synthetic_dir if they are not there, builds them
-    with TFDS into pipeline.data_dir and trains the small network at 128 x 128 on them.
+    with TFDS into pipeline.data_dir and trains the small network at 96 x 96 on them.
     """
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # The run's length. Every step count below that derives from it is a reference to it
+    # (warmup, the loss ramp, the validation, checkpoint and image cadences; the "step"
+    # schedule's decay points are fractions of it): `--config.num_train_steps=N` alone scales
+    # them all. Override one of them explicitly to fix it.
+    config.num_train_steps = 5500  # ~40 minutes with data generation on 2 CPU cores
+    steps = config.get_ref("num_train_steps")
     config.model = model_config("small")
     config.crop_size = 96  # the network input; the paper (configs/freihand.py) uses 256
     config.model.heatmap_size = 24
@@ -119,51 +125,63 @@ def get_config() -> ml_collections.ConfigDict:
         {"synthetic_hands": config.data.get_ref("synthetic_dir")})
     p.builder_configs = ml_collections.ConfigDict()  # builder name -> tfds config, e.g. 'all'
 
-    # The losses (hiu_jax/losses.py resolve_loss_config: every term and option explained there).
+    # The losses (hiu_jax/losses.py; the keys: hiu_jax/loss_registry.py LOSS_KEYS). Term name ->
+    # weight; 0 switches a term off (it is then not computed).
     config.loss = ml_collections.ConfigDict()
     config.loss.terms = ml_collections.ConfigDict(dict(
-        heatmaps=1000.0,
-        heatmap_keypoints=10.0,  # a direct localisation gradient for the stacks
-        mask=1.0,
-        pof=1.0,
-        joints_2d=10.0,
-        joints_3d=100.0,
-        camera=10.0,
-        vertices=100.0,
-        mano_pose=20.0,  # finger articulation does not wait for the global rotation
-        global_rotation=5.0,
-        mano_betas=1.0,  # the shape from its labels, not a knob to shrink the hand
-        shape_prior=1e-3,
-        pose_prior=1e-4,
-        # The soft silhouette costs ~40% of a CPU training step at this size; configs/freihand.py
-        # (accelerators) keeps it on.
+        heatmaps=1000.0,  # MSE of peak-1 Gaussians, per stack (HAMR's heat-map weight)
+        heatmap_keypoints=10.0,  # soft-argmax of each stack's heat maps vs the 2D labels: a
+        # direct localisation gradient for the stacks
+        mask=1.0,  # binary cross-entropy on logits (+ Dice if mask_dice), per stack
+        pof=1.0,  # squared error of the POF vectors on the bones' regions, per stack
+        joints_2d=10.0,  # per regressor iteration; smooth-L1, crop px / crop size
+        joints_3d=100.0,  # per regressor iteration; L1, metres
+        camera=10.0,  # per iteration; squared error to the labels' weak-perspective fit
+        vertices=100.0,  # L1, metres
+        # mean over 16 joints of |R_pred - R|_F^2: finger articulation does not wait for the
+        # global rotation
+        mano_pose=20.0,
+        global_rotation=5.0,  # |R_pred - R|_F^2 of the global rotation alone
+        mano_betas=1.0,  # squared error of the 10 shape coefficients: the shape from its labels
+        shape_prior=1e-3,  # ||betas||^2
+        pose_prior=1e-4,  # ||finger pose deviation from hands_mean||^2 (radians^2)
+        # Self-supervised: the rendered mesh vs the predicted mask. The soft silhouette costs
+        # ~40% of a CPU training step at this size; configs/freihand.py (accelerators) keeps it on.
         silhouette=0.0,
-        joints_consistency=10.0,
-        pof_consistency=0.1,
+        joints_consistency=10.0,  # self-supervised: projected mesh joints vs heat-map joints
+        pof_consistency=0.1,  # self-supervised: mesh bone directions vs predicted POF
     ))
-    config.loss.stack_weights = ()
-    config.loss.iteration_weights = ()
-    config.loss.keypoint_loss = "smooth_l1"
-    config.loss.smooth_l1_beta = 0.01
-    config.loss.mask_dice = False
-    config.loss.mask_dice_weight = 1.0
-    config.loss.silhouette_loss = "l2"
-    config.loss.silhouette_sigma = 1.0
+    config.loss.stack_weights = ()  # one weight per stack; () = 1 for every stack
+    config.loss.iteration_weights = ()  # one per regressor iteration; () = 1 for each
+    config.loss.keypoint_loss = "smooth_l1"  # or "l1", for joints_2d and joints_consistency
+    config.loss.smooth_l1_beta = 0.01  # smooth-L1 knee, crop-normalised units (2.56 px at 256)
+    config.loss.mask_dice = False  # add a Dice loss to the mask term
+    config.loss.mask_dice_weight = 1.0  # its weight inside the mask term
+    config.loss.silhouette_loss = "l2"  # or "bce" (cross-entropy - target entropy)
+    config.loss.silhouette_sigma = 1.0  # soft rasteriser sigma, mask px^2 (edge ~ sqrt(sigma) px)
+    # Soft-argmax: softmax(H / T) over the pixels. With peak-1 Gaussian heat maps of sigma s, the
+    # weights near the peak are a Gaussian of std s sqrt(T), and the background's mass relative to
+    # the peak's is about M^2 exp(-1/T) / (2 pi s^2 T): 6e-8 for T = 0.04, M = 64, s = 2.
     config.loss.softargmax_temperature = 0.04
-    config.loss.joints_consistency_confidence = True
+    config.loss.joints_consistency_confidence = True  # weight joints by clip(max heat, 0, 1)
+    # "mesh": the 2D bone region of the mesh joints; or "magnitude" (where the POF is long)
     config.loss.pof_consistency_region = "mesh"
-    config.loss.pof_consistency_width = 1.0
-    config.loss.silhouette_size = 0
+    config.loss.pof_consistency_width = 1.0  # half-width of that region, heat-map px
+    config.loss.silhouette_size = 0  # side of the rendered silhouette, px; 0 = the mask logits'
+    # Self-supervised terms whose targets come from untrained heads are ramped in: their weight is
+    # multiplied by clip((step - start) / (end - start), 0, 1); start = end = 0: full weight at
+    # once. Here from 1/11 to 3/11 of the run (steps 500 to 1500 of 5500): the consistency terms
+    # start once the heat maps localise.
     config.loss.ramp_terms = ("silhouette", "joints_consistency", "pof_consistency")
-    config.loss.ramp_steps = (500, 1500)  # consistency terms once the heat maps localise
+    config.loss.ramp_start_step = steps // 11
+    config.loss.ramp_end_step = steps * 3 // 11
 
     # Optimisation.
     config.batch_size = 16  # global, over all devices of all hosts
-    config.num_train_steps = 5500  # ~40 minutes with data generation on 2 CPU cores
     config.learning_rate = 3e-3
-    config.warmup_steps = 200
-    config.lr_schedule = "cosine"  # or "step": x lr_decay_factor at each of lr_decay_steps
-    config.lr_decay_steps = (3900, 4900)
+    config.warmup_steps = steps * 2 // 55  # 200 of 5500
+    config.lr_schedule = "cosine"  # or "step": x lr_decay_factor at each of lr_decay_fractions
+    config.lr_decay_fractions = (0.71, 0.89)  # "step": where, as fractions of num_train_steps
     config.lr_decay_factor = 0.1
     config.weight_decay = 1e-4  # AdamW, kernels only (not norms, not biases)
     config.grad_clip_norm = 1.0
@@ -172,12 +190,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel = "pmap"  # or "mesh": jax.jit over a NamedSharding device mesh
     config.max_nonfinite_steps = 20  # stop after this many consecutive non-finite steps
 
-    # Logging, evaluation, checkpoints.
+    # Logging, evaluation, checkpoints: the cadences are 1/11 of the run (500 of 5500 steps:
+    # a validation score every few minutes on 2 CPU cores) and 2/11 for images, rounded up.
     config.log_every_steps = 10
-    config.eval_every_steps = 500  # a validation score every few minutes on 2 CPU cores
-    config.checkpoint_every_steps = 500
+    config.eval_every_steps = (steps + 10) // 11
+    config.checkpoint_every_steps = (steps + 10) // 11
     config.keep_checkpoints = 3
-    config.image_every_steps = 1000  # TensorBoard images (skeleton, mask, mesh overlay)
+    config.image_every_steps = (steps * 2 + 10) // 11  # TensorBoard images (skeleton, mask, mesh)
     config.num_images = 4
 
     # Multi-host: jax.distributed.initialize() when asked here or by the environment

@@ -20,16 +20,18 @@ def get_config():
     config.pipeline.builder_configs = ml_collections.ConfigDict({"freihand": "all"})
     config.pipeline.manual_dirs = ml_collections.ConfigDict({"freihand": "data/FreiHAND_pub_v2"})
     config.loss.terms.silhouette = 1.0  # the full self-supervision on accelerators
-    config.loss.ramp_steps = (5000, 20000)
+    steps = config.get_ref("num_train_steps")  # 200k below; what derives from it follows it
+    config.loss.ramp_start_step = steps // 40  # 5000 of 200k
+    config.loss.ramp_end_step = steps // 10  # 20000
     config.data.synthetic_num_train = 0  # no synthetic data unless mixed in explicitly
     config.data.eval_source = "freihand"
     config.batch_size = 128
     config.num_train_steps = 200_000
     config.learning_rate = 2e-4
-    config.warmup_steps = 2000
+    config.warmup_steps = steps // 100  # 2000
     config.half_precision = True
     config.log_every_steps = 100
-    config.eval_every_steps = 5000
-    config.checkpoint_every_steps = 2000
-    config.image_every_steps = 5000
+    config.eval_every_steps = (steps + 39) // 40  # 5000; cadences round up: never 0
+    config.checkpoint_every_steps = (steps + 99) // 100  # 2000
+    config.image_every_steps = (steps + 39) // 40  # 5000
     return config

@@ -12,11 +12,12 @@ def get_config():
     config.pipeline.xla = False  # tests: no XLA compile of the preprocessing per process
     config.batch_size = 8
     config.num_train_steps = 20
-    config.warmup_steps = 2
-    config.log_every_steps = 2
-    config.eval_every_steps = 10
-    config.checkpoint_every_steps = 5
-    config.image_every_steps = 10
+    steps = config.get_ref("num_train_steps")  # the cadences follow it (configs/default.py)
+    config.warmup_steps = steps // 10
+    config.log_every_steps = (steps + 9) // 10  # cadences round up: never 0
+    config.eval_every_steps = (steps + 1) // 2
+    config.checkpoint_every_steps = (steps + 3) // 4
+    config.image_every_steps = (steps + 1) // 2
     config.num_images = 2
     config.data.synthetic_num_train = 32
     config.data.synthetic_num_eval = 8

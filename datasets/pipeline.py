@@ -9,7 +9,8 @@
 
 The per-example work is datasets/preprocess.py (crop, labels; augment.py, targets.py); the
 builders come from datasets/registry.py. `settings_from_config` is the one place that reads
-the `pipeline` config block: it fills defaults, validates, and rejects unknown keys.
+the `pipeline` config block: it validates it, and rejects unknown and missing keys (the config
+files state every value; there are no defaults here).
 
 Determinism: every random choice of an example is a stateless op seeded by
 fold_in(seed, process index, source index, example index), where the example index counts the
@@ -30,9 +31,10 @@ import tensorflow_datasets as tfds
 
 from datasets import preprocess as preprocess_lib
 from datasets import registry, schema
+from hiu_jax.config_blocks import check_keys
 from hiu_jax.geometry import skeleton
 
-try:  # TF must never reserve accelerator memory that JAX needs (jax-stack.md section 7).
+try:  # TF must never reserve accelerator memory that JAX needs.
     tf.config.set_visible_devices([], "GPU")
 except (RuntimeError, ValueError):  # already initialised, or no such device type
     pass
@@ -89,10 +91,10 @@ class Settings:
     stream's own two settings (shuffle_buffer: train examples per source in the shuffle
     buffer; seed: the default seed of make_dataset)."""
 
-    knobs: preprocess_lib.Knobs = dataclasses.field(default_factory=preprocess_lib.Knobs)
-    sources: registry.Sources = dataclasses.field(default_factory=registry.Sources)
-    shuffle_buffer: int = 1024
-    seed: int = 0
+    knobs: preprocess_lib.Knobs
+    sources: registry.Sources
+    shuffle_buffer: int
+    seed: int
 
     def __post_init__(self):
         if isinstance(self.shuffle_buffer, bool) or not isinstance(
@@ -108,55 +110,23 @@ CONFIG_KEYS = preprocess_lib.KNOB_NAMES + registry.SOURCE_NAMES + STREAM_NAMES
 
 
 def settings_from_config(block) -> Settings:
-    """The `pipeline` config block (a ConfigDict or a mapping; absent keys take their
-    defaults) -> Settings, validated. Raises ValueError naming an unknown key (and listing the
-    valid ones) or the first bad value."""
+    """The `pipeline` config block (a ConfigDict or a mapping that states every key of
+    CONFIG_KEYS) -> Settings, validated. Raises ValueError naming an unknown key (and listing
+    the valid ones), the missing keys, or the first bad value."""
     if isinstance(block, Settings):
         return block
-    keys = list(block.keys())
-    unknown = [k for k in keys if k not in CONFIG_KEYS]
-    if unknown:
-        raise ValueError(f"pipeline config: unknown key {unknown[0]!r}; valid keys: "
-                         f"{', '.join(CONFIG_KEYS)}")
+    check_keys(block, CONFIG_KEYS, "pipeline")
 
     def pick(names):
-        return {k: block[k] for k in names if k in keys}
+        return {k: block[k] for k in names}
 
     return Settings(knobs=preprocess_lib.Knobs(**pick(preprocess_lib.KNOB_NAMES)),
                     sources=registry.Sources(**pick(registry.SOURCE_NAMES)),
                     **pick(STREAM_NAMES))
 
 
-def config_defaults() -> dict:
-    """Every key of the `pipeline` config block with its default value (plain data)."""
-    s = Settings()
-    return {**dataclasses.asdict(s.knobs), **dataclasses.asdict(s.sources),
-            **{k: getattr(s, k) for k in STREAM_NAMES}}
-
-
-def output_shapes(config) -> dict:
-    """OUTPUT_SCHEMA with concrete shapes: {name: (shape tuple, tf dtype)} of one example.
-    config: the pipeline block or Settings."""
-    knobs = settings_from_config(config).knobs
-    dims = {"crop": knobs.crop_size, "hm": knobs.heatmap_size}
-    return {
-        name: (tuple(dims.get(d, d) for d in shape), dtype)
-        for name, (shape, dtype, _) in OUTPUT_SCHEMA.items()
-    }
-
-
 # ----------------------------------------------------------------------------------------------
 # The stream
-
-
-def make_dataset_from_config(config, split: str, *, global_batch_size: int, train: bool,
-                             seed: Optional[int] = None, **kwargs):
-    """make_dataset over the sources the pipeline block names (registry.build: every host
-    builds them, process 0 first), mixed by their weights. kwargs: as make_dataset."""
-    settings = settings_from_config(config)
-    return make_dataset(registry.build(settings.sources), split,
-                        weights=settings.sources.weights, config=settings,
-                        global_batch_size=global_batch_size, train=train, seed=seed, **kwargs)
 
 
 Source = Union[tfds.core.DatasetBuilder, tf.data.Dataset]
@@ -318,8 +288,9 @@ def make_tf_dataset(
     if len(per_source) == 1:
         ds = per_source[0]
     elif train:
-        # What sample_from_datasets does, with a selector that is a stateless function of the
-        # example's position, so that a resumed stream can skip it exactly.
+        # A weighted random choice of source per example (as tf.data's sample_from_datasets
+        # makes), with a selector that is a stateless function of the example's position, so
+        # that a resumed stream can skip it exactly.
         first = int(start_batch) * host_batch
         selector = (tf.data.Dataset.range(first // SELECTOR_BLOCK, 2**62)
                     .map(lambda block: _mixture_choices(mix_key, block, cdf))
@@ -374,19 +345,18 @@ def make_dataset(
         elements are canonical examples (INPUT_KEYS; images encoded or decoded uint8).
       split: tfds split name (builders); every host reads its own slice
         (tfds.split_for_jax_process). tf.data sources are sharded with Dataset.shard instead.
-      config: the pipeline config block (absent keys take their defaults; see
-        settings_from_config) or Settings.
+      config: the pipeline config block (every key of CONFIG_KEYS; settings_from_config) or
+        Settings.
       global_batch_size: examples per step over all devices of all hosts; must be divisible by
         the device count. per_device_batch = global_batch_size / device_count.
       train: True = shuffled, augmented, repeated forever, sources mixed by weights with
-        sample_from_datasets, remainder dropped. False = one pass in order, no augmentation
+        stateless weighted choices, remainder dropped. False = one pass in order, no augmentation
         (left hands are still mirrored), sources concatenated, the last batch padded with
         'valid' = 0.
       seed: the run's seed (None = config.seed); fixes file order, shuffling, mixing and
         every augmentation.
       weights: mixture weights of the sources (None = equal); normalised. Each example's source
-        is a stateless draw from the weights (what sample_from_datasets does, made
-        reproducible per position for resuming).
+        is a stateless draw from the weights, reproducible per position for resuming.
       start_batch: resume: the iterator starts with batch number start_batch of the stream
         (0 = the beginning); the same batches as if start_batch batches had been consumed.
         Train: the skipped examples are skipped as raw records (no decoding). Eval: the

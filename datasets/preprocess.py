@@ -47,37 +47,38 @@ INPUT_KEYS = (
 
 @dataclasses.dataclass(frozen=True)
 class Knobs:
-    """Every per-example setting, with its default. Lengths in pixels unless stated.
+    """Every per-example setting (no defaults: the config files state every value). Lengths in
+    pixels unless stated.
 
     Constructing one validates it (ValueError naming the knob and its value); floats are
     stored as float. The `pipeline` config block holds these names plus the stream's
     (datasets/pipeline.py) and the sources' (datasets/registry.py).
     """
 
-    crop_size: int = 256  # N: the network input is N x N
-    heatmap_size: int = 64  # M: heat maps and POF are M x M
-    heatmap_sigma: float = 2.0  # Gaussian sigma, heat-map pixels
-    crop_padding: float = 1.5  # crop side = padding * max(width, height) of the hand box
-    min_box_size: float = 8.0  # lower bound of the crop side before jitter, image pixels
-    scale_jitter: float = 0.25  # train: crop side *= U(1 - s, 1 + s)
-    rotation_deg: float = 30.0  # train: theta ~ U(-r, r) degrees about the optical axis
-    translation_jitter: float = 0.1  # train: crop centre += U(-t, t) * crop side, x and y
-    flip_prob: float = 0.0  # train: mirror probability (a right hand becomes left: has_mano = 0)
-    brightness: float = 0.2  # train: add U(-b, b) to all channels ([0, 1] units)
-    contrast: float = 0.3  # train: (x - mean) * U(1 - c, 1 + c) + mean, per channel mean
-    saturation: float = 0.3  # train: grey + U(1 - s, 1 + s) * (x - grey), grey = luma
-    hue: float = 0.05  # train: rotate the YIQ chroma by U(-h, h) turns
-    blur_prob: float = 0.1  # train: probability of a Gaussian blur
-    blur_sigma_min: float = 0.5  # blur sigma ~ U(min, max), crop pixels
-    blur_sigma_max: float = 1.5
-    noise_std: float = 0.02  # train: std of additive pixel noise ([0, 1] units); 0 = off
-    mask_threshold: float = 0.5  # the mask is warped bilinearly, then thresholded at this value
-    pof_width: float = 1.0  # POF half-width: heat-map pixels within this distance of the bone
+    crop_size: int  # N: the network input is N x N
+    heatmap_size: int  # M: heat maps and POF are M x M
+    heatmap_sigma: float  # Gaussian sigma, heat-map pixels
+    crop_padding: float  # crop side = padding * max(width, height) of the hand box
+    min_box_size: float  # lower bound of the crop side before jitter, image pixels
+    scale_jitter: float  # train: crop side *= U(1 - s, 1 + s)
+    rotation_deg: float  # train: theta ~ U(-r, r) degrees about the optical axis
+    translation_jitter: float  # train: crop centre += U(-t, t) * crop side, x and y
+    flip_prob: float  # train: mirror probability (a right hand becomes left: has_mano = 0)
+    brightness: float  # train: add U(-b, b) to all channels ([0, 1] units)
+    contrast: float  # train: (x - mean) * U(1 - c, 1 + c) + mean, per channel mean
+    saturation: float  # train: grey + U(1 - s, 1 + s) * (x - grey), grey = luma
+    hue: float  # train: rotate the YIQ chroma by U(-h, h) turns
+    blur_prob: float  # train: probability of a Gaussian blur
+    blur_sigma_min: float  # blur sigma ~ U(min, max), crop pixels
+    blur_sigma_max: float
+    noise_std: float  # train: std of additive pixel noise ([0, 1] units); 0 = off
+    mask_threshold: float  # the mask is warped bilinearly, then thresholded at this value
+    pof_width: float  # POF half-width: heat-map pixels within this distance of the bone
     # False: warp with tf.raw_ops.ImageProjectiveTransformV3 in a TF graph. True: warp by
     # gathers and compute labels, targets and colour augmentation in one XLA program (~1.5x
     # faster); images are zero-padded to a side in XLA_BUCKETS, and each padded size compiles
     # once per process (~1-2 s).
-    xla: bool = False
+    xla: bool
 
     def __post_init__(self):
         def need(ok, name, rule):

@@ -6,8 +6,8 @@
 Orbax writes each step into a temporary directory and renames it when complete, so a run killed
 at any moment (kill -9 included) leaves every earlier checkpoint intact; an unfinished one is
 never read. Saving is asynchronous; `close()` waits for it. Every process calls save and restore
-(Orbax coordinates multi-host writes). The state is saved unreplicated (pmap copies would be
-stored once per device otherwise: jax-stack.md P7).
+(Orbax coordinates multi-host writes). The state is saved unreplicated (a pmap-replicated
+state would be stored once per device).
 
 A step that is there but cannot be read (a truncated or damaged file, e.g. from a disk that
 filled up or a copy cut short) is corrupt: `restore` logs a warning naming its directory, leaves

@@ -6,9 +6,9 @@ selects and weights them. The terms themselves are in hiu_jax/losses.py.
 
     config.loss.terms.my_term = 10.0             # and one config line turns it on
 
-`loss_config()` is the one definition of the block's keys and defaults; config files state their
-values as data, `resolve_loss_config` fills what a block leaves out, `validate_loss_config`
-rejects anything unknown with a message naming it.
+`LOSS_KEYS` names every key of the block; the config files state every value (there are no
+defaults here), and `validate_loss_config` rejects an unknown, missing or bad key with a message
+naming it.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import numbers
 from typing import Callable, Tuple
 
 import jax.numpy as jnp
-import ml_collections
+
+from hiu_jax.config_blocks import check_keys
 
 KEYPOINT_LOSSES = ("l1", "smooth_l1")
 SILHOUETTE_LOSSES = ("l2", "bce")
@@ -73,61 +74,31 @@ def register(name: str, flag=None):
     return decorator
 
 
-def registered_terms() -> dict:
-    """name -> Term of every registered term (a copy)."""
-    return dict(REGISTRY)
-
-
 # ----------------------------------------------------------------------------------------------
 # The config block
 
-
-def loss_config() -> ml_collections.ConfigDict:
-    """The library's `loss` block: every key it may hold, with its default (term weights, level
-    weights, switches and constants). Config files state their own values (configs/default.py);
-    resolve_loss_config fills what a block leaves out and validates it."""
-    c = ml_collections.ConfigDict()
-    # Term name -> weight; 0 switches a term off (it is then not computed).
-    c.terms = ml_collections.ConfigDict(dict(
-        heatmaps=1000.0,  # MSE of peak-1 Gaussians, per stack (HAMR's heat-map weight)
-        heatmap_keypoints=0.0,  # soft-argmax of each stack's heat maps vs the 2D labels
-        mask=1.0,  # binary cross-entropy on logits (+ Dice if mask_dice), per stack
-        pof=1.0,  # squared error of the POF vectors on the bones' regions, per stack
-        joints_2d=10.0,  # per regressor iteration; crop px / crop size
-        joints_3d=100.0,  # per regressor iteration; L1, metres
-        camera=10.0,  # per iteration; squared error to the labels' weak-perspective fit
-        vertices=100.0,  # L1, metres
-        mano_pose=1.0,  # mean over 16 joints of |R_pred - R|_F^2 (rotation matrices)
-        global_rotation=0.0,  # |R_pred - R|_F^2 of the global rotation alone
-        mano_betas=0.1,  # squared error of the 10 shape coefficients
-        shape_prior=1e-3,  # ||betas||^2
-        pose_prior=1e-4,  # ||finger pose deviation from hands_mean||^2 (radians^2)
-        silhouette=1.0,  # self-supervised: rendered mesh vs predicted mask
-        joints_consistency=10.0,  # self-supervised: projected mesh joints vs heat-map joints
-        pof_consistency=0.1,  # self-supervised: mesh bone directions vs predicted POF
-    ))
-    c.stack_weights = ()  # one weight per stack (heatmaps, mask, pof); () = 1 for every stack
-    c.iteration_weights = ()  # one per regressor iteration (joints_2d/3d); () = 1 for each
-    c.keypoint_loss = "smooth_l1"  # "l1" | "smooth_l1", for joints_2d and joints_consistency
-    c.smooth_l1_beta = 0.01  # smooth-L1 knee, in crop-normalised units (2.56 px at 256)
-    c.mask_dice = False  # add a Dice loss to the mask term
-    c.mask_dice_weight = 1.0  # its weight inside the mask term
-    c.silhouette_loss = "l2"  # "l2" (squared difference) | "bce" (cross-entropy - target entropy)
-    c.silhouette_sigma = 1.0  # soft rasteriser sigma, mask pixels^2 (edge ~ sqrt(sigma) px)
-    # Soft-argmax: softmax(H / T) over the pixels. With peak-1 Gaussian heat maps of sigma s, the
-    # weights near the peak are a Gaussian of std s sqrt(T), and the background's mass relative to
-    # the peak's is about M^2 exp(-1/T) / (2 pi s^2 T): 6e-8 for T = 0.04, M = 64, s = 2.
-    c.softargmax_temperature = 0.04
-    c.joints_consistency_confidence = True  # weight joints by clip(max of their heat map, 0, 1)
-    c.pof_consistency_region = "mesh"  # "mesh": 2D bone region of the mesh joints; "magnitude"
-    c.pof_consistency_width = 1.0  # half-width of that region, heat-map pixels (pipeline pof_width)
-    c.silhouette_size = 0  # side of the rendered silhouette, px; 0 = the mask logits' side
-    # Self-supervised terms whose targets come from untrained heads are ramped in: their weight is
-    # multiplied by clip((step - start) / (end - start), 0, 1), ramp_steps = (start, end);
-    # (0, 0) = full weight from the first step.
-    c.ramp_terms = ("silhouette", "joints_consistency", "pof_consistency")
-    c.ramp_steps = (0, 0)
-    return c
+# Every key of the `loss` block and what it means. The values live in the config files only
+# (configs/default.py states and explains each one); this library reads `cfg.key` and validates.
+LOSS_KEYS = {
+    "terms": "term name -> weight; 0 switches a term off (it is then not computed)",
+    "stack_weights": "one weight per stack (heatmaps, mask, pof); () = 1 for every stack",
+    "iteration_weights": "one weight per regressor iteration (joints_2d/3d); () = 1 for each",
+    "keypoint_loss": f"one of {KEYPOINT_LOSSES}, for joints_2d and joints_consistency",
+    "smooth_l1_beta": "smooth-L1 knee, crop-normalised units (> 0)",
+    "mask_dice": "True: add a Dice loss to the mask term",
+    "mask_dice_weight": "its weight inside the mask term",
+    "silhouette_loss": f"one of {SILHOUETTE_LOSSES}",
+    "silhouette_sigma": "soft rasteriser sigma, mask pixels^2 (> 0)",
+    "softargmax_temperature": "T of softmax(H / T) over the heat-map pixels (> 0)",
+    "joints_consistency_confidence": "weight joints by clip(max of their heat map, 0, 1)",
+    "pof_consistency_region": f"one of {POF_REGIONS}",
+    "pof_consistency_width": "half-width of the mesh's bone region, heat-map pixels (> 0)",
+    "silhouette_size": "side of the rendered silhouette, px; 0 = the mask logits' side",
+    "ramp_terms": "terms whose weight ramps in from ramp_start_step to ramp_end_step",
+    "ramp_start_step": "the ramp's start (int >= 0): weight x clip((step - start) / (end - "
+                       "start), 0, 1)",
+    "ramp_end_step": "the ramp's end (int >= start); start = end = 0: full weight from step 0",
+}
 
 
 def level_weights(values, count: int, what: str, per: str) -> Tuple[float, ...]:
@@ -142,38 +113,14 @@ def level_weights(values, count: int, what: str, per: str) -> Tuple[float, ...]:
     return weights
 
 
-def resolve_loss_config(block) -> ml_collections.ConfigDict:
-    """A loss block (ConfigDict or mapping) with loss_config()'s default for every option it
-    leaves out, validated (validate_loss_config). Its `terms` are taken as they are: a term it
-    does not name is off."""
-    resolved = loss_config()
-    given = dict(block.items())
-    if "terms" not in given:
-        raise ValueError("loss config has no 'terms' block (name -> weight); see loss_config()")
-    _check_loss_keys(given)
-    resolved.terms = ml_collections.ConfigDict(dict(given.pop("terms").items()))
-    resolved.update(given)
-    validate_loss_config(resolved)
-    return resolved
-
-
-def _check_loss_keys(loss_cfg) -> None:
-    valid = tuple(loss_config().keys())
-    for key in loss_cfg.keys():
-        if key not in valid:
-            raise ValueError(f"loss config: unknown key {key!r}; valid keys: {', '.join(valid)}")
-
-
 def validate_loss_config(loss_cfg) -> dict:
     """Checks a loss block; returns {name: weight} of the active terms (weight != 0).
 
-    Raises ValueError naming the bad field: an unknown key (listing the valid ones), an unknown
+    Raises ValueError naming the bad field: an unknown or missing key, an unknown
     term (listing the registered names), a weight that is not a finite number >= 0, an unknown
     option of a switch.
     """
-    if "terms" not in loss_cfg:
-        raise ValueError("loss config has no 'terms' block (name -> weight); see loss_config()")
-    _check_loss_keys(loss_cfg)
+    check_keys(loss_cfg, LOSS_KEYS, "loss")
     active = {}
     for name, weight in loss_cfg.terms.items():
         if name not in REGISTRY:
@@ -187,20 +134,21 @@ def validate_loss_config(loss_cfg) -> dict:
     for field, options in (("keypoint_loss", KEYPOINT_LOSSES),
                            ("silhouette_loss", SILHOUETTE_LOSSES),
                            ("pof_consistency_region", POF_REGIONS)):
-        if field in loss_cfg and loss_cfg[field] not in options:
+        if loss_cfg[field] not in options:
             raise ValueError(f"loss config: {field} = {loss_cfg[field]!r} must be one of {options}")
     for field in ("smooth_l1_beta", "silhouette_sigma", "softargmax_temperature",
                   "pof_consistency_width"):
-        if field in loss_cfg and not (math.isfinite(loss_cfg[field]) and loss_cfg[field] > 0):
+        if not (math.isfinite(loss_cfg[field]) and loss_cfg[field] > 0):
             raise ValueError(f"loss config: {field} = {loss_cfg[field]!r} must be finite and > 0")
-    for name in loss_cfg.get("ramp_terms", ()):
+    for name in loss_cfg.ramp_terms:
         if name not in REGISTRY:
             raise ValueError(f"loss config: ramp_terms names unknown term {name!r}; registered "
                              f"terms: {sorted(REGISTRY)}")
-    ramp = tuple(loss_cfg.get("ramp_steps", (0, 0)))
-    if len(ramp) != 2 or not all(isinstance(r, numbers.Integral) and r >= 0 for r in ramp) or \
-            ramp[1] < ramp[0]:
-        raise ValueError(f"loss config: ramp_steps = {ramp!r} must be two ints 0 <= start <= end")
+    start, end = loss_cfg.ramp_start_step, loss_cfg.ramp_end_step
+    if not all(isinstance(r, numbers.Integral) and not isinstance(r, bool) and r >= 0
+               for r in (start, end)) or end < start:
+        raise ValueError(f"loss config: ramp_start_step = {start!r}, ramp_end_step = {end!r} "
+                         "must be ints with 0 <= start <= end")
     return active
 
 
@@ -217,7 +165,7 @@ def check_label_hand_model(loss_cfg, mano_labelled_sources, mano_path) -> None:
     config.model.mano_path ('' = the procedural hand, whose vertex i is another surface point and
     whose pose and shape spaces are its own). Raises ValueError naming the flag to set.
     """
-    active = [t for t in MANO_LABEL_TERMS if float(loss_cfg.terms.get(t, 0.0) or 0.0) > 0]
+    active = [t for t in MANO_LABEL_TERMS if t in loss_cfg.terms and loss_cfg.terms[t] > 0]
     sources = list(mano_labelled_sources)
     if mano_path or not active or not sources:
         return
@@ -230,9 +178,9 @@ def check_label_hand_model(loss_cfg, mano_labelled_sources, mano_path) -> None:
 
 
 def ramp_factor(loss_cfg, step):
-    """clip((step - start) / (end - start), 0, 1) for ramp_steps = (start, end); 1 when step is
-    None or end == 0. step: a scalar (traced or not)."""
-    start, end = (int(r) for r in loss_cfg.get("ramp_steps", (0, 0)))
+    """clip((step - start) / (end - start), 0, 1) for start, end = ramp_start_step,
+    ramp_end_step; 1 when step is None or end == 0. step: a scalar (traced or not)."""
+    start, end = int(loss_cfg.ramp_start_step), int(loss_cfg.ramp_end_step)
     if step is None or end == 0:
         return 1.0
     return jnp.clip((jnp.asarray(step, jnp.float32) - start) / max(end - start, 1), 0.0, 1.0)

@@ -5,7 +5,7 @@ A loss term is a pure function
     term(outputs, batch, cfg) -> (B,) per-sample values
 
 of the network's output dict (`models.HIUNet.__call__`), the batch (`datasets.pipeline.
-OUTPUT_SCHEMA`, leading axis B) and `cfg`, the `loss` config block (`loss_config()`) with one more
+OUTPUT_SCHEMA`, leading axis B) and `cfg`, the `loss` config block (loss_registry.LOSS_KEYS) with one more
 field, `cfg.mano_model` (the network's `mano_jax.MANOModel`, or None). `register(name, flag=...)`
 stores a term with the availability flag(s) that gate it: the batch's 0/1 `has_*` fields whose
 product says which samples are labeled for it; flag=None marks a self-supervised term, which needs
@@ -139,7 +139,7 @@ def visible_mean(values, visibility):
 
 
 def _needs_mano(name, cfg):
-    model = cfg.get("mano_model", None)
+    model = cfg.mano_model
     if model is None:
         raise ValueError(f"loss term {name!r} needs the MANO model: pass mano_model= to "
                          "total_loss (the network's model)")
@@ -368,7 +368,7 @@ def silhouette_consistency(outputs, batch, cfg):
     """
     model = _needs_mano("silhouette", cfg)
     logits = outputs["mask_logits"][-1]
-    size = int(cfg.get("silhouette_size", 0)) or logits.shape[1]
+    size = int(cfg.silhouette_size) or logits.shape[1]
     # The S x S grid spans the crop as a heat map does (pixel areas aligned): crop_to_heatmap.
     uv = crop_to_heatmap(outputs["vertices_2d"], crop_size_of(batch), size)
     sil = render.soft_silhouette(uv, model.faces, size, size, cfg.silhouette_sigma)
@@ -457,7 +457,7 @@ def total_loss(outputs, batch, loss_cfg, *, mano_model=None, axis_name: Optional
     Args:
       outputs: the network's output dict (models.HIUNet), per device (leading axis B).
       batch: the batch dict (pipeline.OUTPUT_SCHEMA), per device.
-      loss_cfg: the loss block (loss_config()); terms with weight 0 are skipped.
+      loss_cfg: the loss block (loss_registry.LOSS_KEYS); terms with weight 0 are skipped.
       mano_model: the network's MANO model (faces for "silhouette", hands_mean for "mano_pose").
       axis_name: the data-parallel axis (pmap / shard_map), or None (one device, or jit with a
         sharded global batch).
@@ -476,7 +476,7 @@ def total_loss(outputs, batch, loss_cfg, *, mano_model=None, axis_name: Optional
     batch_size = batch["valid"].shape[0]
     loss, metrics, total = jnp.zeros((), jnp.float32), {}, jnp.zeros((), jnp.float32)
     ramp = ramp_factor(loss_cfg, step)
-    ramped = set(loss_cfg.get("ramp_terms", ()))
+    ramped = set(loss_cfg.ramp_terms)
     for name, weight in active.items():
         if name in ramped:
             weight = weight * ramp

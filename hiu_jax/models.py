@@ -38,6 +38,7 @@ import ml_collections
 
 import mano_jax
 from hiu_jax import keypoint_maps
+from hiu_jax.config_blocks import check_keys
 from hiu_jax.geometry import skeleton
 from hiu_jax.geometry.cameras import PROJECTION_REF, crop_camera_projection
 from mano_jax import lbs, rotations
@@ -343,10 +344,10 @@ class HIUNet(nn.Module):
         norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                                  epsilon=1e-5, axis_name=self.bn_axis_name, dtype=self.dtype,
                                  param_dtype=jnp.float32)
-        act = activation(cfg.get("activation", "relu"))
+        act = activation(cfg.activation)
         x = images.astype(self.dtype) * 2.0 - 1.0
         for c in cfg.stem_channels:
-            x = ConvBN(c, cfg.get("stem_kernel", 7), 2, norm=norm, dtype=self.dtype, act=act)(x)
+            x = ConvBN(c, cfg.stem_kernel, 2, norm=norm, dtype=self.dtype, act=act)(x)
         outputs = {"heatmaps": [], "mask_logits": [], "pof": []}
         feats = preds = None
         for k in range(cfg.num_stacks):
@@ -356,7 +357,7 @@ class HIUNet(nn.Module):
                 x = x + ConvBN(x.shape[-1], 1, relu=False, norm=norm, dtype=self.dtype)(merged)
             feats, preds = Stack(cfg.encoder_widths, cfg.encoder_blocks, cfg.decoder_width,
                                  norm=norm, dtype=self.dtype, act=act,
-                                 zero_init_heads=cfg.get("zero_init_heads", False),
+                                 zero_init_heads=cfg.zero_init_heads,
                                  name=f"stack{k}")(x)
             b = images.shape[0]
             heat = preds["heatmaps"]
@@ -372,19 +373,19 @@ class HIUNet(nn.Module):
                                        "bilinear")
             outputs["pof"].append(pof.astype(jnp.float32))
         merged = jnp.concatenate([feats, preds["heatmaps"], preds["mask"], preds["pof"]], -1)
-        if cfg.get("regressor_stop_gradient", False):
+        if cfg.regressor_stop_gradient:
             # The stacks learn from their dense labels only; the mesh losses train the feature
             # encoder and the regressor (their gradients would otherwise swamp the heat maps').
             merged = jax.lax.stop_gradient(merged)
         else:  # the mesh losses reach the stacks, their gradient scaled
-            merged = scale_gradient(merged, float(cfg.get("regressor_gradient_scale", 1.0)))
+            merged = scale_gradient(merged, float(cfg.regressor_gradient_scale))
         vector = FeatureEncoder(cfg.feature_channels, norm=norm, dtype=self.dtype, act=act)(merged)
         # Coarse to fine: the regressor also reads the 2D keypoints and the 3D bone directions
         # that the last stack found (stop-gradient: those heads learn from their own labels).
         heat = jax.lax.stop_gradient(outputs["heatmaps"][-1])
-        keypoints_hm = keypoint_maps.soft_argmax(heat, cfg.get("keypoint_temperature", 0.04))
+        keypoints_hm = keypoint_maps.soft_argmax(heat, cfg.keypoint_temperature)
         outputs["keypoints_hm"] = keypoints_hm
-        if cfg.get("coarse_to_fine_inputs", False):
+        if cfg.coarse_to_fine_inputs:
             m = cfg.heatmap_size
             regions = keypoint_maps.soft_bone_regions(keypoints_hm, m, 1.0)
             bones = keypoint_maps.pooled_bone_vectors(jax.lax.stop_gradient(outputs["pof"][-1]),
@@ -394,16 +395,16 @@ class HIUNet(nn.Module):
                                       keypoints_unit.reshape(b, -1), bones.reshape(b, -1)], -1)
 
         layout = theta_layout(cfg.pose_parameterisation, cfg.pca_components,
-                              cfg.get("global_rotation", "axis_angle"))
+                              cfg.global_rotation)
         theta0 = initial_theta(layout, cfg.pose_parameterisation,
-                               cfg.get("init_global_rot", (0.0, 0.0, 0.0)))
+                               cfg.init_global_rot)
         thetas = Regressor(theta0, cfg.regressor_hidden, cfg.regressor_iterations,
                            cfg.regressor_dropout, act=act)(vector, train)
         outputs["theta"] = thetas
         outputs["cam"], outputs["joints_3d_iters"], outputs["joints_2d_iters"] = [], [], []
         for theta in thetas:
             hand = mano_from_theta(self.mano_model, theta, layout, cfg.pose_parameterisation,
-                                   cfg.get("beta_limit", 0.0))
+                                   cfg.beta_limit)
             cam = camera_from_theta(theta, layout, cfg.init_cam_scale, hand["joints_3d"])
             outputs["cam"].append(cam)
             outputs["joints_3d_iters"].append(hand["joints_3d"])
@@ -419,11 +420,47 @@ class HIUNet(nn.Module):
         return outputs
 
 
+# Every key of the `model` block. The values live in the config files only (configs/default.py
+# model_config states and explains each one); HIUNet reads `cfg.key`.
+MODEL_KEYS = (
+    "num_stacks", "stem_channels", "stem_kernel", "encoder_widths", "encoder_blocks",
+    "decoder_width", "feature_channels", "heatmap_size", "mask_size", "regressor_hidden",
+    "regressor_iterations", "regressor_dropout", "activation", "pose_parameterisation",
+    "global_rotation", "pca_components", "init_cam_scale", "init_global_rot", "beta_limit",
+    "coarse_to_fine_inputs", "regressor_stop_gradient", "regressor_gradient_scale",
+    "zero_init_heads", "keypoint_temperature", "mano_path",
+)
+
+
+def validate_model_config(model_config) -> None:
+    """Checks the `model` block: exactly MODEL_KEYS, and the switches' values. Raises
+    ValueError naming the unknown, missing or bad key."""
+    check_keys(model_config, MODEL_KEYS, "model")
+    for key, options in (("activation", tuple(ACTIVATIONS)),
+                         ("pose_parameterisation", POSE_PARAMETERISATIONS),
+                         ("global_rotation", GLOBAL_ROTATIONS)):
+        if model_config[key] not in options:
+            raise ValueError(f"model config: {key} = {model_config[key]!r} must be one of "
+                             f"{options}")
+    for key in ("num_stacks", "stem_kernel", "decoder_width", "heatmap_size", "mask_size",
+                "regressor_iterations"):
+        value = model_config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"model config: {key} = {value!r} must be an int >= 1")
+    if len(tuple(model_config.init_global_rot)) != 3:
+        raise ValueError(f"model config: init_global_rot = {model_config.init_global_rot!r} must "
+                         "be 3 axis-angle values")
+    if not isinstance(model_config.mano_path, str):
+        raise ValueError(f"model config: mano_path = {model_config.mano_path!r} must be a path "
+                         "string ('' = the procedural hand)")
+
+
 def build_model(model_config, mano_model=None, *, bn_axis_name=None, half_precision=False):
-    """HIUNet from a config block; the MANO model defaults to the procedural hand, or
-    `model_config.mano_path` when set (a user's MANO_RIGHT.pkl/.npz)."""
+    """HIUNet from a config block (validated: validate_model_config); the MANO model defaults to
+    the procedural hand, or `model_config.mano_path` when set (a user's MANO_RIGHT.pkl/.npz)."""
+    validate_model_config(model_config)
     if mano_model is None:
-        path = model_config.get("mano_path", None)
+        path = model_config.mano_path
         mano_model = mano_jax.load_model(path) if path else mano_jax.procedural_model("right")
     return HIUNet(model_config, mano_model, bn_axis_name=bn_axis_name,
                   dtype=jnp.bfloat16 if half_precision else jnp.float32)

@@ -169,18 +169,11 @@ def _subtree(tree, path: str):
     return tree
 
 
-def write_config_record(workdir: str, config_file: str, overrides: Sequence[str], before,
-                        config) -> None:
-    """Writes <workdir>/config_source.json: the config file, the overrides, and the blocks
-    train.py replaced at start-up (`before`: config_as_json(config) before that, `config`: the
-    config now); each block whose values changed is recorded whole, as it is replaced whole."""
-    after = config_as_json(config)
-    old, new = _flatten(before), _flatten(after)
-    blocks = sorted({k.rpartition(".")[0] for k in set(old) | set(new)
-                     if old.get(k) != new.get(k)})
+def write_config_record(workdir: str, config_file: str, overrides: Sequence[str]) -> None:
+    """Writes <workdir>/config_source.json: the config file (as given and absolute) and the
+    overrides, from which `recorded_config` rebuilds the run's config."""
     record = {"config_file": config_file, "config_path": os.path.abspath(config_file),
-              "overrides": list(overrides),
-              "replaced_at_start": {b: _subtree(after, b) if b else after for b in blocks}}
+              "overrides": list(overrides)}
     with open(os.path.join(workdir, RECORD_NAME), "w") as f:
         json.dump(record, f, indent=2)
 
@@ -206,8 +199,10 @@ def recorded_config(workdir: str) -> tuple[Any, str]:
     saved = _read_json(os.path.join(workdir, CONFIG_JSON), "run config")
     try:
         path, overrides = record["config_path"], list(record["overrides"])
-        blocks = dict(record["replaced_at_start"])
-    except (KeyError, TypeError):
+        # Records of runs before registry.build_from_config also list the blocks train.py
+        # rewrote at start-up (the synthetic set's directories); replayed as they were.
+        blocks = dict(record.get("replaced_at_start", {}))
+    except (KeyError, TypeError, AttributeError):
         raise UserError(f"{os.path.join(workdir, RECORD_NAME)} is not a train.py config "
                         "record") from None
     config = apply_overrides(load_config_file(path), overrides)

@@ -50,8 +50,8 @@ class TrainState(struct.PyTreeNode):
 def learning_rate_schedule(config) -> optax.Schedule:
     """Linear warmup to config.learning_rate, then cosine decay to 0 or step decay.
 
-    config.lr_schedule: "cosine" or "step" (multiply by config.lr_decay_factor at each of
-    config.lr_decay_steps).
+    config.lr_schedule: "cosine" or "step" (multiply by config.lr_decay_factor at each step
+    round(f * num_train_steps) of f in config.lr_decay_fractions, each in (0, 1)).
     """
     total, warmup = int(config.num_train_steps), int(config.warmup_steps)
     if warmup < 0 or warmup >= total:
@@ -59,8 +59,12 @@ def learning_rate_schedule(config) -> optax.Schedule:
     if config.lr_schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total, 0.0)
     if config.lr_schedule == "step":
+        fractions = tuple(config.lr_decay_fractions)
+        if not all(isinstance(f, (int, float)) and 0 < f < 1 for f in fractions):
+            raise ValueError(f"lr_decay_fractions = {fractions!r} must be fractions of the run "
+                             "in (0, 1)")
         warm = optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1))
-        boundaries = {int(s) - warmup: config.lr_decay_factor for s in config.lr_decay_steps}
+        boundaries = {int(round(f * total)) - warmup: config.lr_decay_factor for f in fractions}
         decay = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
         return optax.join_schedules([warm, decay], [warmup])
     raise ValueError(f"lr_schedule must be 'cosine' or 'step', got {config.lr_schedule!r}")
@@ -165,7 +169,8 @@ def pmap_step(loss_cfg, mano_model):
 
 
 def make_mesh():
-    """A 1-D mesh over every device of every host, axis "data" (Auto axis type: jax-stack P9)."""
+    """A 1-D mesh over every device of every host, axis "data" (Auto axis type: XLA chooses
+    the shardings of the intermediates; the batch's and the state's are given)."""
     return jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
 
 

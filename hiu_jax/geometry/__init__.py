@@ -15,7 +15,7 @@ Conventions (one everywhere, converted at the edges):
             [c - 0.5, c + 0.5] x [r - 0.5, r + 0.5]. An image of N columns spans
             u in [-0.5, N - 0.5]. FreiHAND's labels, the pipeline's crops and heat maps, the
             renderer and the metrics all use this convention; nothing adds or subtracts 0.5
-            to convert between them. `cameras.PIXEL_CENTRE_OFFSET` states it as a number.
+            to convert between them. `cameras.pixel_centre` is the one place it is code.
   Images    NHWC, float32 in [0, 1] inside the model.
 
 The array functions take an `xp` argument (the array namespace: numpy, jax.numpy or

@@ -33,7 +33,6 @@ to dual-quaternion skinning), build (the official-format arrays, mirroring, the 
 """
 from mano_jax.procedural.build import (
     TIP_IDS,
-    _cached_arrays,
     build_procedural_arrays,
     mirror_arrays,
     procedural_model,

@@ -3,6 +3,7 @@ configs and a one-batch runner. Crops are 128 px (heat maps 32) unless a test sa
 import numpy as np
 import tensorflow as tf
 
+from configs import tiny
 from datasets import pipeline
 
 N_TRAIN, IMAGE_SIZE = 8, 64
@@ -10,8 +11,13 @@ CROP, HM = 128, 32
 
 
 def config(**overrides) -> dict:
-    """A pipeline block: the library defaults except a 128 px crop and a small shuffle buffer."""
-    return dict(dict(crop_size=CROP, heatmap_size=HM, shuffle_buffer=16), **overrides)
+    """A whole pipeline block (the library has no defaults): configs/tiny.py's (the TF-graph
+    backend), with a 128 px crop, a small shuffle buffer and FreiHAND as the one named source
+    (the tests pass their builders themselves), then `overrides`."""
+    block = tiny.get_config().pipeline.to_dict()
+    block.update(crop_size=CROP, heatmap_size=HM, shuffle_buffer=16, data_dir="",
+                 mixture_weights={"freihand": 1.0}, manual_dirs={}, builder_configs={})
+    return dict(block, **overrides)
 
 
 def strong(**overrides) -> dict:

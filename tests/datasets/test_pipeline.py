@@ -75,15 +75,15 @@ def test_batch_shapes_four_devices(freihand):
     if n_dev < 2:
         pytest.skip(f"needs several devices (conftest asks for 4), got {n_dev}")
     builder, *_ = freihand
-    cfg = {"shuffle_buffer": 8}  # every other knob at its default
+    cfg = config(crop_size=256, heatmap_size=64, shuffle_buffer=8)
     b = next(pipeline.make_dataset(builder, "train", config=cfg, global_batch_size=2 * n_dev,
                                    train=True))
-    spec = pipeline.output_shapes(cfg)
-    assert set(b) == set(spec)
-    for name, (shape, dtype) in spec.items():
-        assert b[name].shape == (n_dev, 2) + shape, name
+    dims = {"crop": 256, "hm": 64}
+    assert set(b) == set(pipeline.OUTPUT_SCHEMA)
+    for name, (shape, dtype, _) in pipeline.OUTPUT_SCHEMA.items():
+        assert b[name].shape == (n_dev, 2) + tuple(dims.get(d, d) for d in shape), name
         assert b[name].dtype == dtype.as_numpy_dtype, name
-    assert spec["image"][0] == (256, 256, 3) and spec["pof"][0] == (64, 64, 60)
+    assert b["image"].shape[2:] == (256, 256, 3) and b["pof"].shape[2:] == (64, 64, 60)
     assert 0.0 <= b["image"].min() and b["image"].max() <= 1.0
     bad = 2 * n_dev + 1
     with pytest.raises(ValueError, match=f"global_batch_size {bad} .* device count {n_dev}"):
@@ -163,18 +163,21 @@ def test_mixture_counts_match_the_choices_across_blocks():
     assert counts[1] == 0 and abs(counts[0] / n - 0.5) < 0.05
 
 
-def test_settings_fill_defaults_and_reject_unknown_keys():
-    settings = pipeline.settings_from_config({"crop_size": 64, "seed": 3})
+def test_settings_need_every_key_and_reject_unknown_ones():
+    settings = pipeline.settings_from_config(config(crop_size=64, seed=3))
     assert settings.knobs.crop_size == 64 and settings.seed == 3
-    assert settings.knobs.heatmap_size == 64 and settings.shuffle_buffer == 1024
+    assert settings.knobs.heatmap_size == HM and settings.shuffle_buffer == 16
     assert settings.sources.names == ["freihand"]
-    assert set(pipeline.config_defaults()) == set(pipeline.CONFIG_KEYS)
     with pytest.raises(ValueError, match="unknown key 'rotation'; valid keys: .*rotation_deg"):
-        pipeline.settings_from_config({"rotation": 10.0})
+        pipeline.settings_from_config(config(rotation=10.0))
+    partial = config()
+    del partial["hue"], partial["seed"]
+    with pytest.raises(ValueError, match="missing 'hue', 'seed'; a config file states every key"):
+        pipeline.settings_from_config(partial)
     with pytest.raises(ValueError, match="shuffle_buffer = 0"):
-        pipeline.settings_from_config({"shuffle_buffer": 0})
+        pipeline.settings_from_config(config(shuffle_buffer=0))
     with pytest.raises(ValueError, match="unknown dataset builder 'nope'"):
-        pipeline.settings_from_config({"mixture_weights": {"nope": 1.0}})
+        pipeline.settings_from_config(config(mixture_weights={"nope": 1.0}))
 
 
 def _dataset_frame(b):

@@ -7,7 +7,7 @@ from scipy.spatial.transform import Rotation
 
 from datasets import preprocess
 from tests.datasets import fakes
-from tests.datasets.streams import (CROP, config, first, flat, no_colour, reproject, source,
+from tests.datasets.streams import (CROP, HM, config, first, flat, no_colour, reproject, source,
                                     strong)
 
 
@@ -109,14 +109,19 @@ def test_compose_z_rotation_matches_matrices():
 
 
 def test_knobs_validation_names_the_bad_value():
+    block = config()
+
+    def knobs(**changes):
+        return preprocess.Knobs(**{k: changes.get(k, block[k]) for k in preprocess.KNOB_NAMES})
+
     with pytest.raises(ValueError, match="rotation_deg = 270.0"):
-        preprocess.Knobs(rotation_deg=270.0)
+        knobs(rotation_deg=270.0)
     with pytest.raises(ValueError, match="heatmap_sigma"):
-        preprocess.Knobs(heatmap_sigma=0.0)
+        knobs(heatmap_sigma=0.0)
     with pytest.raises(ValueError, match="crop_size = 64.0 must be an int > 0"):
-        preprocess.Knobs(crop_size=64.0)
-    knobs = preprocess.Knobs(crop_size=64, hue=0)
-    assert knobs.hue == 0.0 and isinstance(knobs.hue, float) and knobs.heatmap_size == 64
+        knobs(crop_size=64.0)
+    got = knobs(crop_size=64, hue=0)
+    assert got.hue == 0.0 and isinstance(got.hue, float) and got.heatmap_size == HM
 
 
 def test_xla_backend_matches_tf_backend():

@@ -13,6 +13,7 @@ from scipy.spatial.transform import Rotation
 import pytest
 
 import mano_jax
+from configs import default
 from hiu_jax import keypoint_maps, loss_registry, losses, render
 from hiu_jax.geometry import cameras, skeleton
 
@@ -36,9 +37,16 @@ def mano_forward(model, pose, betas, flat_hand_mean):
     return mano_jax.forward(model, pose, betas, flat_hand_mean=flat_hand_mean)
 
 
+def loss_block():
+    """The default config's loss block, without the ramp (every weight in full from step 0)."""
+    cfg = default.get_config().loss
+    cfg.ramp_start_step, cfg.ramp_end_step = 0, 0
+    return cfg
+
+
 def only(*names, **extra):
-    """A loss block with only `names` active (weight 1), other fields at their defaults."""
-    cfg = loss_registry.loss_config()
+    """A loss block with only `names` active (weight 1), other fields as configs/default.py."""
+    cfg = loss_block()
     for name in cfg.terms:
         cfg.terms[name] = 1.0 if name in names else 0.0
     for key, value in extra.items():
@@ -112,14 +120,14 @@ def perturbed(outputs, rng):
 
 def term_values(name, outputs, batch, mano, **extra):
     cfg = losses.term_config(only(name, **extra), mano)
-    return np.asarray(loss_registry.registered_terms()[name].fn(outputs, batch, cfg))
+    return np.asarray(loss_registry.REGISTRY[name].fn(outputs, batch, cfg))
 
 
 # ---------------------------------------------------------------------------------- registry
 
 
 def test_unknown_term_in_config_lists_registered_names():
-    cfg = loss_registry.loss_config()
+    cfg = loss_block()
     cfg.terms.no_such_term = 1.0
     with pytest.raises(ValueError, match="unknown loss term 'no_such_term'") as err:
         loss_registry.validate_loss_config(cfg)
@@ -145,7 +153,7 @@ def test_register_rejects_taken_and_reserved_names():
         loss_registry.register("heatmaps")(lambda o, b, c: None)
     with pytest.raises(ValueError, match="reserved"):
         loss_registry.register("loss")
-    assert loss_registry.registered_terms()["heatmaps"].fn is losses.heatmap_mse
+    assert loss_registry.REGISTRY["heatmaps"].fn is losses.heatmap_mse
 
 
 def test_new_term_is_one_function_plus_one_config_line(monkeypatch):
@@ -275,7 +283,7 @@ def test_mano_pose_target_convention(mano):
     np.testing.assert_allclose(got, full_rotmats(dev, mano.hands_mean), atol=2e-6)  # float32
     with pytest.raises(ValueError, match="needs the MANO model"):
         losses.mano_pose_rotmat({"mano_rotmats": full_rotmats(dev, mano.hands_mean)},
-                                {"mano_pose": dev}, losses.term_config(loss_registry.loss_config()))
+                                {"mano_pose": dev}, losses.term_config(loss_block()))
 
 
 def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano):
@@ -285,7 +293,7 @@ def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano)
     rng = np.random.default_rng(7)
     dev = rng.standard_normal((2, 48)).astype(np.float32) * 0.5
     pred = {"mano_rotmats": jnp.asarray(full_rotmats(dev, mano.hands_mean))}
-    cfg = losses.term_config(loss_registry.loss_config(), mano)
+    cfg = losses.term_config(loss_block(), mano)
     flat = jnp.zeros((2,))
     at_label = losses.mano_pose_rotmat(pred, {"mano_pose": jnp.asarray(dev),
                                               "mano_flat_hand_mean": flat}, cfg)
@@ -305,7 +313,7 @@ def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano)
                                            "mano_flat_hand_mean": flat}, cfg)
     np.testing.assert_allclose(value, 8 * np.sin(0.15) ** 2 / 16, rtol=1e-4)
     with pytest.raises(ValueError, match="rot6d"):
-        losses.pose_prior({"mano_pose": jnp.zeros((2, 0))}, {}, loss_registry.loss_config())
+        losses.pose_prior({"mano_pose": jnp.zeros((2, 0))}, {}, loss_block())
 
 
 # ------------------------------------------------------------------------------------- flags
@@ -325,7 +333,7 @@ def test_flags_exclude_unlabeled_samples_exactly(mano):
     loss, metrics = losses.total_loss(outputs, batch, cfg, mano_model=mano)
 
     # Each term's metric is its mean over the labeled valid samples only.
-    terms = loss_registry.registered_terms()
+    terms = loss_registry.REGISTRY
     for name in SUPERVISED:
         f = batch["valid"].copy()
         for flag in terms[name].flags:
@@ -398,7 +406,7 @@ def consistent(mano):
     joints_2d = cameras.crop_camera_projection(joints, cam, N)
     vertices_2d = cameras.crop_camera_projection(verts, cam, N)
 
-    cfg = loss_registry.loss_config()
+    cfg = loss_block()
     T = cfg.softargmax_temperature
     mu = cameras.crop_to_heatmap(np.asarray(joints_2d), N, M)
     assert mu.min() >= 5.5 and mu.max() <= M - 6.5
@@ -439,7 +447,7 @@ def test_self_supervised_terms_vanish_on_consistent_outputs(consistent, mano):
     assert np.all(np.abs(kl) <= 4 * eps)
     # Joints: the soft-argmax is within 1e-4 heat-map px (test_soft_argmax_of_gaussian_logits),
     # 2e-4 crop px; smooth-L1 of that, per coordinate, is 0.5 (2e-4 / N)^2 / beta.
-    beta = loss_registry.loss_config().smooth_l1_beta
+    beta = loss_block().smooth_l1_beta
     bound = 2 * 0.5 * (2e-4 / N) ** 2 / beta
     assert np.all(term_values("joints_consistency", outputs, batch, mano) <= bound)
     l1 = term_values("joints_consistency", outputs, batch, mano, keypoint_loss="l1")
@@ -554,8 +562,8 @@ def test_weak_perspective_fit_recovers_the_camera_and_zeroes_the_camera_term():
     batch = {"joints_3d": joints, "keypoints_2d": uv, "keypoint_visibility": vis,
              "image": jnp.zeros((b, crop, crop, 3)), "valid": jnp.ones(b), "has_2d": jnp.ones(b),
              "has_3d": jnp.asarray([1.0, 1.0, 0.0])}
-    cfg = losses.term_config(loss_registry.loss_config())
-    term = loss_registry.registered_terms()["camera"]
+    cfg = losses.term_config(loss_block())
+    term = loss_registry.REGISTRY["camera"]
     zero = term.fn({"cam": [cam]}, batch, cfg)
     np.testing.assert_allclose(np.asarray(zero), 0.0, atol=1e-9)
     off = term.fn({"cam": [cam + 0.1]}, batch, cfg)
@@ -580,7 +588,7 @@ def test_heatmap_keypoints_are_zero_on_gaussians_at_the_labels(mano):
                     + (g[None, :, None, None] - mu[:, None, None, :, 1]) ** 2) / 8.0)
     batch = {"keypoints_2d": kp, "keypoint_visibility": np.ones((b, 21), np.float32),
              "image": np.zeros((b, n, n, 3), np.float32)}
-    cfg = losses.term_config(loss_registry.loss_config(), mano)
+    cfg = losses.term_config(loss_block(), mano)
     bound = 2 * (0.5 / m - cfg.smooth_l1_beta / 2)
     at = np.asarray(losses.heatmap_keypoints({"heatmaps": [jnp.asarray(heat)]}, batch, cfg))
     assert np.all(at <= bound)
@@ -590,29 +598,28 @@ def test_heatmap_keypoints_are_zero_on_gaussians_at_the_labels(mano):
 
 
 def test_ramp_factor_and_its_validation():
-    cfg = loss_registry.loss_config()
+    cfg = loss_block()
     assert loss_registry.ramp_factor(cfg, 10) == 1.0  # (0, 0): no ramp
-    cfg.ramp_steps = (100, 300)
+    cfg.ramp_start_step, cfg.ramp_end_step = 100, 300
     np.testing.assert_allclose([loss_registry.ramp_factor(cfg, s) for s in (0, 100, 200, 300, 900)],
                                [0.0, 0.0, 0.5, 1.0, 1.0])
     assert loss_registry.ramp_factor(cfg, None) == 1.0
-    cfg.ramp_steps = (300, 100)
-    with pytest.raises(ValueError, match="ramp_steps"):
+    cfg.ramp_start_step, cfg.ramp_end_step = 300, 100
+    with pytest.raises(ValueError, match="ramp_start_step"):
         loss_registry.validate_loss_config(cfg)
-    cfg.ramp_steps = (0, 0)
+    cfg.ramp_start_step, cfg.ramp_end_step = 0, 0
     cfg.ramp_terms = ("no_such_term",)
     with pytest.raises(ValueError, match="no_such_term"):
         loss_registry.validate_loss_config(cfg)
 
 
-def test_resolve_loss_config_fills_options_and_rejects_unknown_keys():
-    block = {"terms": {"joints_2d": 2.0}, "smooth_l1_beta": 0.02}
-    resolved = loss_registry.resolve_loss_config(block)
-    assert resolved.smooth_l1_beta == 0.02 and dict(resolved.terms) == {"joints_2d": 2.0}
-    assert resolved.keypoint_loss == loss_registry.loss_config().keypoint_loss
-    with pytest.raises(ValueError, match="unknown key 'keypoint_los'; valid keys: .*keypoint_loss"):
-        loss_registry.resolve_loss_config(dict(block, keypoint_los="l1"))
-    cfg = loss_registry.loss_config()
+def test_loss_config_names_missing_and_unknown_keys():
+    """No defaults: a block states every key; a missing or misspelt one is named."""
+    cfg = loss_block()
+    del cfg["smooth_l1_beta"]
+    with pytest.raises(ValueError, match="missing 'smooth_l1_beta'; a config file states every"):
+        loss_registry.validate_loss_config(cfg)
+    cfg = loss_block()
     cfg.ramp_step = (0, 0)
     with pytest.raises(ValueError, match="unknown key 'ramp_step'"):
         loss_registry.validate_loss_config(cfg)

@@ -343,7 +343,7 @@ def _schedule_config(kind):
     config.num_train_steps = 110
     config.warmup_steps = 10
     config.lr_schedule = kind
-    config.lr_decay_steps = (50, 80)
+    config.lr_decay_fractions = (50 / 110, 80 / 110)
     config.lr_decay_factor = 0.1
     return config
 

@@ -9,6 +9,7 @@ scipy.sparse csc matrix. chumpy is not installed, and the test never imports it.
 from __future__ import annotations
 
 import copyreg
+import functools
 import io
 import os
 import pickle
@@ -18,15 +19,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import functools
+
 import numpy as np
 import pytest
 import scipy.sparse
 
 from mano_jax.io import UnsafePickleError, load_arrays, load_model, save_npz, save_pkl
 from mano_jax.model import MANO_PARENTS, REQUIRED_SHAPES, chirality, model_from_arrays
-from mano_jax.procedural import _cached_arrays as procedural_arrays
+from mano_jax.procedural import build_procedural_arrays
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+procedural_arrays = functools.lru_cache(maxsize=2)(build_procedural_arrays)  # built once
 NUM_BETAS = 10
 
 

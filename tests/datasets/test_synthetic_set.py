@@ -1,5 +1,6 @@
-"""train.prepare_synthetic_data: one directory (and tfds config) per generated set, so configs
-asking for different sets share a synthetic_dir and a tfds data_dir without colliding.
+"""registry.synthetic_set / build_from_config: one directory (and tfds config) per generated
+set, so configs asking for different sets share a synthetic_dir and a tfds data_dir without
+colliding; the config itself is never changed.
 
 The generator is replaced by the fake FreiHAND-layout writer of tests/datasets/fakes.py (the
 generator has its own tests); what is tested here is where each set goes and what reads it.
@@ -9,7 +10,6 @@ import os
 
 import pytest
 
-import train
 from datasets import registry, synthetic
 from tests.datasets import fakes
 
@@ -47,31 +47,31 @@ def _config(tmp_path, num_train, num_eval):
 
 
 def _split_sizes(config):
-    """Builds (first time) and reads the synthetic_hands source the config now names."""
-    builder = registry.make_builder(
-        "synthetic_hands", data_dir=config.pipeline.data_dir,
-        manual_dir=config.pipeline.manual_dirs.get("synthetic_hands"),
-        builder_config=config.pipeline.builder_configs.get("synthetic_hands"))
+    """Builds (first time) and reads the synthetic_hands source of the config."""
+    builder, = registry.build_from_config(config, ["synthetic_hands"])
     return {s: len(fakes.read_split(builder, s)) for s in ("train", "test")}
 
 
 def test_sets_of_different_sizes_coexist(tmp_path, fake_generator):
     small, large = _config(tmp_path, 2, 1), _config(tmp_path, 4, 2)
-    dir_small = train.prepare_synthetic_data(small)
-    dir_large = train.prepare_synthetic_data(large)
+    before = small.to_dict()
+    dir_small, name_small = registry.synthetic_set(small)
+    dir_large, name_large = registry.synthetic_set(large)
     root = str(tmp_path / "synthetic")
     assert dir_small == synthetic.dataset_dir(root, 2, 1, small.seed)
     assert dir_large == synthetic.dataset_dir(root, 4, 2, large.seed)
+    assert (name_small, name_large) == (os.path.basename(dir_small), os.path.basename(dir_large))
     assert fake_generator == [dir_small, dir_large]
-    for config, directory in ((small, dir_small), (large, dir_large)):
-        assert config.data.synthetic_dir == root  # the config's root is left as it was
-        assert config.pipeline.manual_dirs.synthetic_hands == directory
-        assert config.pipeline.builder_configs.synthetic_hands == os.path.basename(directory)
+    sources = registry.sources_from_config(small)
+    assert sources.manual_dirs["synthetic_hands"] == dir_small
+    assert sources.builder_configs["synthetic_hands"] == name_small
+    assert small.to_dict() == before  # the config is left as it was
+    assert small.pipeline.manual_dirs.synthetic_hands == root
     assert _split_sizes(small) == {"train": 2, "test": 1}
     assert _split_sizes(large) == {"train": 4, "test": 2}
     # Back to the first config in the same checkout: nothing generated again, its own data read.
     again = _config(tmp_path, 2, 1)
-    assert train.prepare_synthetic_data(again) == dir_small
+    assert registry.synthetic_set(again)[0] == dir_small
     assert len(fake_generator) == 2
     assert _split_sizes(again) == {"train": 2, "test": 1}
 
@@ -80,12 +80,21 @@ def test_a_set_generated_by_hand_into_synthetic_dir_is_used_as_it_is(tmp_path, f
     root = str(tmp_path / "synthetic")
     _fake_generate(root, 2, 1)
     config = _config(tmp_path, 2, 1)
-    assert train.prepare_synthetic_data(config) == root
+    assert registry.synthetic_set(config) == (root, None)
     assert len(fake_generator) == 1  # the hand-made one only
-    assert "synthetic_hands" not in config.pipeline.builder_configs  # tfds config 'gs'
+    assert "synthetic_hands" not in registry.sources_from_config(config).builder_configs  # 'gs'
     assert _split_sizes(config) == {"train": 2, "test": 1}
     other = _config(tmp_path, 3, 1)  # other sizes: their own directory beside it
-    assert train.prepare_synthetic_data(other) == synthetic.dataset_dir(root, 3, 1, other.seed)
+    assert registry.synthetic_set(other)[0] == synthetic.dataset_dir(root, 3, 1, other.seed)
+
+
+def test_runs_without_synthetic_hands_generate_nothing(tmp_path, fake_generator):
+    from configs import freihand
+
+    config = freihand.get_config()
+    config.data.synthetic_dir = str(tmp_path / "synthetic")
+    assert registry.synthetic_set(config) == ("", None)
+    assert fake_generator == [] and not os.path.exists(tmp_path / "synthetic")
 
 
 def test_dataset_name_is_a_synthetic_hands_config():
