@@ -30,8 +30,9 @@ Model mode (run a trained model over a split, then score and report):
   dataset's raw files. The crops are the pipeline's evaluation crops (square around the
   ground-truth hand box, no augmentation; left hands mirrored, and their predictions mirrored
   back for pred.json and the 3D scores, by the batches' "mirrored" flag).
-- Scores: hiu_jax.evaluation.score, the function train.py's validation uses; the report:
-  hiu_jax/report.py.
+- Scores: hiu_jax.evaluation.score (the scorers registered in hiu_jax/scorers.py), the function
+  train.py's validation uses; the report: hiu_jax/report.py. scores.json's "units" gives each
+  key's unit and meaning; null: not scored (no labels in this split).
 - The model runs on every local device (hiu_jax.evaluation.Evaluator, jax.pmap) after a warm-up
   pass over the first batch(es) that compiles it (and gives the overlay page its crops);
   samples/s is measured over the full pass, end to end (input pipeline construction and reading
@@ -167,16 +168,6 @@ PRED_JSON_CONVENTION = (
     "axes, sorted by sample id (FreiHAND: the evaluation index). Aligned scores are exact; the "
     "official unaligned scores (xyz_mean3d, mesh_mean3d, f_score_5/15, mpjpe_mm, mpvpe_mm) "
     "compare it with absolute ground truth and are meaningless; use rr_* instead.")
-UNITS = ("*_mean3d: cm (as the official scores.txt); *_auc3d: AUC of 3D PCK over 0-5 cm, "
-         "100 thresholds, after alignment (xyz_al, mesh_al) or official unaligned; f_*: "
-         "F-score at 5 / 15 mm; *_mm: millimetres; rr_*: wrist-relative, no alignment "
-         "(rr_pck_auc_20_50mm: 31 thresholds 20..50 mm, RHD/STB style); kp2d_*: crop pixels or "
-         "fractions of the GT keypoint box side, mean per joint then over joints; mask_iou: the "
-         "probability resized bilinearly to the label's size, then > 0.5; baseline/*: the "
-         "constant mean hand; rot_error_deg: global rotation, degrees; *_se: the standard "
-         "error over samples of the score it follows; null: not scored (no labels)")
-
-
 def _device_summary():
     import jax
 
@@ -225,7 +216,7 @@ def run_model_mode(args) -> int:
     from tqdm import tqdm
 
     from datasets import pipeline
-    from hiu_jax import evaluation
+    from hiu_jax import evaluation, scorers
 
     dataset = args.dataset or config.data.eval_source
     split = args.split or config.data.eval_split
@@ -272,10 +263,10 @@ def run_model_mode(args) -> int:
         checkpoint={"workdir": os.path.abspath(loaded.workdir), "which": which,
                     "step": loaded.step, "config": config_source},
         pred_json={"file": "pred.json", "convention": PRED_JSON_CONVENTION},
-        official_unaligned_keys_meaningless=list(evaluation.OFFICIAL_UNALIGNED_KEYS),
+        official_unaligned_keys_meaningless=list(scorers.meaningless_keys()),
         crops="the pipeline's evaluation crops: a square of crop_padding x the ground-truth hand "
               "box, no augmentation; left hands mirrored (predictions mirrored back)",
-        units=UNITS)
+        units=evaluation.units(result.values))
     names = report.write_model_report(out_dir, values, result, order)
     if args.num_overlay:
         head = evaluation.score(q, None)  # the warm-up samples' own ids and errors

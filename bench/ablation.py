@@ -40,16 +40,15 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # the repository: train.py runs there
 RECORD = "ablation.json"
-# The compared scores: (key of evaluation.WITH_STANDARD_ERROR, label, format, better).
-SCORES = (("pa_mpjpe_mm", "PA-MPJPE mm", ".2f", "lower"),
-          ("pa_mpvpe_mm", "PA-MPVPE mm", ".2f", "lower"),
-          ("rr_mpjpe_mm", "RR-MPJPE mm", ".2f", "lower"),
-          ("rot_error_deg", "rotation deg", ".2f", "lower"),
-          ("f5", "F@5", ".4f", "higher"),
-          ("f15", "F@15", ".4f", "higher"),
-          ("mask_iou", "mask IoU", ".4f", "higher"),
-          ("kp2d_heatmap_px", "2D heat px", ".3f", "lower"),
-          ("kp2d_mean_px", "2D mesh px", ".3f", "lower"))
+
+
+def compared_scores() -> list:
+    """The compared scores, [(key, label, format, better)]: every score a scorer marks with a
+    direction (hiu_jax.scorers.Show.better), in its fine format."""
+    from hiu_jax import scorers
+
+    return [(show.key, f"{show.short} {show.unit}".strip(), show.fine_spec or show.spec,
+             show.better) for show in scorers.shown() if show.better]
 
 
 class UsageError(Exception):
@@ -212,7 +211,7 @@ def compare(run: dict) -> list:
                              f"{run['variants'][0][0]!r} (different data?): no paired comparison")
         row = {"variant": name, "overrides": " ".join(o.replace("--config.", "")
                                                       for o in overrides) or "(reference)"}
-        for key, *_ in SCORES:
+        for key, *_ in compared_scores():
             v = cols.get(key)
             if v is None or not np.isfinite(v).any():
                 continue
@@ -225,18 +224,19 @@ def compare(run: dict) -> list:
 def write_tables(run: dict, rows: list) -> None:
     """OUT/ablation.csv (numbers) and OUT/ablation.md (mean +- se, difference +- se)."""
     ref = run["variants"][0][0]
+    scores = compared_scores()
     header = ["variant", "overrides"]
-    for key, *_ in SCORES:
+    for key, *_ in scores:
         header += [key, key + "_se", key + "_diff", key + "_diff_se"]
     with open(os.path.join(run["out"], "ablation.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for r in rows:
             cells = [r["variant"], r["overrides"]]
-            for key, *_ in SCORES:
+            for key, *_ in scores:
                 cells += ["" if key not in r else f"{x:.6g}" for x in r.get(key, (0,) * 4)]
             w.writerow(cells)
-    scored = [s for s in SCORES if any(s[0] in r for r in rows)]
+    scored = [s for s in scores if any(s[0] in r for r in rows)]
     lines = [f"# Ablation: {len(rows)} variants of {run['config']}, {run['steps']} steps",
              "",
              f"Scores at step {run['steps']} on the validation split: mean +- standard error "

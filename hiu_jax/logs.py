@@ -73,26 +73,20 @@ def read_metrics(workdir: str) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-# Panels of the validation-curves figure: (title, [(metric key, label, style)], y label). A key
-# with a standard error "<key>_se" in the rows is drawn with a +-1 standard error band.
-CURVE_PANELS = (
-    ("3D joints", [("eval/pa_mpjpe_mm", "PA-MPJPE", "-"),
-                   ("eval/rr_mpjpe_mm", "RR-MPJPE (root-relative, no alignment)", "-"),
-                   ("eval/baseline/pa_mpjpe_mm", "mean hand PA-MPJPE", ":")], "mm"),
-    ("Global rotation", [("eval/rot_error_deg", "global rotation error", "-")], "degrees"),
-    ("3D mesh", [("eval/pa_mpvpe_mm", "PA-MPVPE", "-"),
-                 ("eval/rr_mpvpe_mm", "RR-MPVPE (root-relative, no alignment)", "-"),
-                 ("eval/baseline/pa_mpvpe_mm", "mean hand PA-MPVPE", ":")], "mm"),
-    ("F-scores and mask", [("eval/f15", "F@15", "-"), ("eval/f5", "F@5", "-"),
-                           ("eval/baseline/f15", "mean hand F@15", ":"),
-                           ("eval/mask_iou", "mask IoU", "-")], ""),
-    ("2D keypoints", [("eval/kp2d_mean_px", "mesh projection", "-"),
-                      ("eval/kp2d_heatmap_px", "heat-map soft-argmax", "-")], "crop px"),
-    ("Scale", [("eval/hand_size_mm", "hand size (bone sum)", "-"),
-               ("eval/label/hand_size_mm", "label hand size", ":")], "mm"),
-    ("Camera", [("eval/cam_scale", "camera scale s", "-"),
-                ("eval/label/cam_scale", "labels' fitted s", ":")], ""),
-)
+def curve_panels() -> list:
+    """Panels of the validation-curves figure, [(title, [(metric key, label, style)], y label)]:
+    every score a scorer draws (hiu_jax.scorers.Show.panel), grouped by panel in registration
+    order. A key with a standard error "<key>_se" in the rows is drawn with a +-1 standard error
+    band."""
+    from hiu_jax import scorers
+
+    panels = {}
+    for show in scorers.shown():
+        if show.panel:
+            series, _ = panels.setdefault(show.panel, ([], show.unit))
+            series.append(("eval/" + show.key, show.name or show.short or show.key,
+                             show.style))
+    return [(title, series, unit) for title, (series, unit) in panels.items()]
 
 
 def _finite(x) -> bool:
@@ -100,7 +94,7 @@ def _finite(x) -> bool:
 
 
 def plot_validation_curves(rows, path: str) -> bool:
-    """Writes a PNG of the validation curves (CURVE_PANELS) of metrics rows (`read_metrics`),
+    """Writes a PNG of the validation curves (`curve_panels`) of metrics rows (`read_metrics`),
     each score with a +-1 standard error band where the rows hold one.
 
     Returns False (and writes nothing) when no row holds a validation score."""
@@ -112,8 +106,10 @@ def plot_validation_curves(rows, path: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
-    for ax, (title, series, unit) in zip(axes.ravel(), CURVE_PANELS):
+    panels = curve_panels()
+    rows_of_4 = -(-(len(panels) + 1) // 4)  # one cell left for nothing, as before
+    fig, axes = plt.subplots(rows_of_4, 4, figsize=(20, 4 * rows_of_4), squeeze=False)
+    for ax, (title, series, unit) in zip(axes.ravel(), panels):
         for key, label, style in series:
             pts = [(r["step"], r[key], r.get(key + "_se")) for r in evals if _finite(r.get(key))]
             if not pts:
@@ -131,7 +127,8 @@ def plot_validation_curves(rows, path: str) -> bool:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    axes.ravel()[-1].axis("off")
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

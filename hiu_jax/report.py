@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from hiu_jax import metrics
+from hiu_jax import metrics, scorers
 from hiu_jax.geometry import skeleton
 
 MM_NOTE = "(errors in mm; the official eval.py prints cm, e.g. 7.10 mm = 0.71 cm)"
@@ -160,12 +160,8 @@ def pred_scores_json(scores):
 
 def fmt_se(s, key, spec, unit=""):
     """s[key] +- its standard error s[key + "_se"] (when scored) with `unit`, or "n/a"."""
-    se = s.get(key + "_se")
-    if s.get(key) is None:
-        return "n/a"
-    if se is None or not math.isfinite(se):
-        return fmt(s[key], spec, unit)
-    return f"{format(s[key], spec)} +- {format(se, spec)}{unit}"
+    text = scorers.with_se(s, key, spec, " +- ", "n/a")
+    return text if text == "n/a" else text + unit
 
 
 def _aligned_rows(s) -> list:
@@ -235,25 +231,23 @@ def write_pred_report(out_dir, scores):
 # --------------------------------------------------------------------------- model mode
 
 
+def model_rows(s) -> list:
+    """The model mode's table rows: every score a scorer shows in the table (scorers.Show.name),
+    in registration order, each +- its standard error with its unit and its detail."""
+    rows = []
+    for show in scorers.shown():
+        if not show.name:
+            continue
+        unit = " " + show.unit if show.unit else ""
+        value = "meaningless" if show.meaningless else fmt_se(s, show.key, show.spec, unit)
+        rows.append((show.name, value, scorers.fill(show.detail, s, "n/a")))
+    return rows
+
+
 def print_model_table(s, file=sys.stdout):
-    """The model mode's headline table (mm; each mean over samples +- its standard error; the
-    official unaligned numbers marked)."""
-    rows = _aligned_rows(s) + [
-        ("RR-MPJPE (wrist-relative, no alignment)", fmt_se(s, "rr_mpjpe_mm", ".2f", " mm"),
-         "3D PCK AUC 20-50 mm " + fmt(s["rr_pck_auc_20_50mm"], ".3f")),
-        ("Global rotation error", fmt_se(s, "rot_error_deg", ".2f", " deg"),
-         "geodesic angle to the label's MANO global rotation"),
-        ("RR-MPVPE (wrist-relative, no alignment)", fmt_se(s, "rr_mpvpe_mm", ".2f", " mm"),
-         "3D PCK AUC 0-50 mm " + fmt(s["rr_mesh_auc_0_50mm"], ".3f")),
-        ("F@5 mm (aligned)", fmt_se(s, "f5", ".3f"), ""),
-        ("F@15 mm (aligned)", fmt_se(s, "f15", ".3f"), ""),
-        ("MPJPE / MPVPE, raw F (official unaligned)", "meaningless",
-         "pred.json is root-relative (see scores.json)"),
-        ("2D keypoint error (crop pixels)", fmt_se(s, "kp2d_mean_px", ".2f", " px"),
-         "PCK AUC 0-30 px " + fmt(s["pck2d_auc_0_30px"], ".3f") + ", box-normalised AUC 0-0.5 "
-         + fmt(s["pck2d_box_auc_0_05"], ".3f")),
-        ("2D keypoint error, heat maps", fmt_se(s, "kp2d_heatmap_px", ".2f", " px"), ""),
-        ("Mask IoU", fmt_se(s, "mask_iou", ".3f"), ""),
+    """The model mode's headline table: `model_rows` (each mean over samples +- its standard
+    error; the official unaligned numbers marked meaningless), then the throughput."""
+    rows = model_rows(s) + [
         ("Throughput", fmt(s["samples_per_second"], ".1f", " samples/s"),
          f"{s['devices']['count']} x {s['devices']['kind']}, batch {s['batch_size']}, "
          f"warm-up (compilation) {s['warmup_seconds']:.1f} s excluded"),
@@ -269,12 +263,10 @@ def write_model_report(out_dir, values, result, order):
     """scores.json (`values`), per_sample.csv (sorted by `order`) and the model mode's plots
     from `result` (evaluation.Scores); prints the table. Returns the names of the files."""
     write_json(os.path.join(out_dir, "scores.json"), values)
-    ps = result.per_sample
-    cols = ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5_al", "f15_al", "rr_mpjpe_mm", "rr_mpvpe_mm",
-            "rot_error_deg", "kp2d_mean_px", "mask_iou")
     sides = ["left" if m else "right" for m in result.mirrored]
-    write_csv(os.path.join(out_dir, "per_sample.csv"), ("index", "sample_id", "hand_side") + cols,
-              [result.sample_ids, sides] + [ps[c] for c in cols], order)
+    write_csv(os.path.join(out_dir, "per_sample.csv"),
+              ["index", "sample_id", "hand_side"] + list(result.per_sample),
+              [result.sample_ids, sides] + list(result.per_sample.values()), order)
     curves, thr_mm = result.curves, 1000.0 * metrics.FREIHAND_PCK_THRESHOLDS
     panels = []
     for kind, title, rr_auc in (("xyz", "keypoints (21)", "rr_xyz_auc_0_50mm"),

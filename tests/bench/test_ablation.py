@@ -78,7 +78,7 @@ def test_the_table_holds_means_standard_errors_and_paired_differences(tmp_path):
     ids = [str(i) for i in range(n)]
     hard = rng.gamma(2.0, 5.0, n)  # per-sample difficulty shared by both variants
     nan = np.full(n, np.nan)
-    a = {k: nan for k in evaluation.WITH_STANDARD_ERROR}
+    a = {k: nan for k, *_ in ablation.compared_scores()}
     a = dict(a, pa_mpjpe_mm=hard + rng.normal(0, 0.2, n), rot_error_deg=hard * 2)
     b = dict(a, pa_mpjpe_mm=hard - 0.3 + rng.normal(0, 0.2, n), rot_error_deg=hard * 2 + 0.001)
     out = str(tmp_path)

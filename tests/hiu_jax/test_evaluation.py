@@ -4,7 +4,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 import mano_jax
-from hiu_jax import evaluation, loss_registry
+from hiu_jax import evaluation, loss_registry, scorers
 from hiu_jax.geometry import cameras
 
 
@@ -17,7 +17,7 @@ def predictions(mano, n=6, crop=64, seed=0):
     """Per-sample predictions equal to labels made from the mean hand under random global
     rotations (so the constant baseline is exact up to rotation) and a known camera."""
     rng = np.random.default_rng(seed)
-    joints, verts = evaluation.mean_hand(mano)
+    joints, verts = scorers.mean_hand(mano)
     rot = Rotation.random(n, random_state=seed)
     gt_j = np.einsum("nij,vj->nvi", rot.as_matrix(), joints).astype(np.float32)
     gt_v = np.einsum("nij,vj->nvi", rot.as_matrix(), verts).astype(np.float32)
@@ -72,7 +72,7 @@ def test_baseline_is_the_constant_mean_hand(mano):
     rng = np.random.default_rng(2)
     p["gt_joints_3d"] = p["gt_joints_3d"] + rng.normal(0, 0.01, p["gt_joints_3d"].shape).astype(np.float32)
     p["gt_vertices"] = p["gt_vertices"] + rng.normal(0, 0.01, p["gt_vertices"].shape).astype(np.float32)
-    joints, verts = evaluation.mean_hand(mano)
+    joints, verts = scorers.mean_hand(mano)
     p["joints_3d"] = np.broadcast_to(joints, p["joints_3d"].shape).copy()
     p["vertices"] = np.broadcast_to(verts, p["vertices"].shape).copy()
     s = evaluation.score(p, mano).values
@@ -108,7 +108,7 @@ def test_mask_iou_resizes_the_probability_bilinearly_then_thresholds():
     * 0.4 = 0.85, 0.25 + 0.75 * 0.4 = 0.55 (above 0.5: in the mask, where pixel repetition
     would give 0.4), and row 1 mixes in a quarter of the zero row."""
     prob = np.array([[[1.0, 0.4], [0.0, 0.0]]], np.float32)
-    up = evaluation.resize_probabilities(prob, (4, 4))
+    up = scorers.resize_probabilities(prob, (4, 4))
     np.testing.assert_allclose(up[0, :2, :3], [[1.0, 0.85, 0.55], [0.75, 0.6375, 0.4125]],
                                atol=1e-6)
 
@@ -141,7 +141,7 @@ def test_2d_error_is_the_mean_per_joint_then_over_joints():
 def test_rotation_error_in_degrees():
     r = Rotation.random(4, random_state=3)
     turned = r * Rotation.from_rotvec([[0.0, 0.0, np.pi / 2]] * 4)
-    got = evaluation.geodesic_degrees(r.as_matrix(), turned.as_matrix())
+    got = scorers.geodesic_degrees(r.as_matrix(), turned.as_matrix())
     np.testing.assert_allclose(got, 90.0, atol=1e-6)
 
 
@@ -179,8 +179,12 @@ def test_every_mean_score_has_a_standard_error_and_per_sample_values_averaging_t
     p["mask_prob"] = rng.uniform(size=p["mask_prob"].shape)
     result = evaluation.score(p, mano)
     s = result.values
-    for key in evaluation.WITH_STANDARD_ERROR:
-        column = result.linear[key]
+    assert set(result.linear) == {k[:-3] for k in s if k.endswith(evaluation.SE_SUFFIX)}
+    assert set(result.linear) >= {
+        "pa_mpjpe_mm", "pa_mpvpe_mm", "f5", "f15", "rr_mpjpe_mm", "rr_mpvpe_mm", "rot_error_deg",
+        "kp2d_mean_px", "kp2d_heatmap_px", "mask_iou", "hand_size_mm", "baseline/pa_mpjpe_mm",
+        "baseline/pa_mpvpe_mm"}
+    for key, column in result.linear.items():
         assert np.nanmean(column) == pytest.approx(s[key], rel=1e-9, abs=1e-12), key
         se = s[key + evaluation.SE_SUFFIX]
         assert se == pytest.approx(np.nanstd(column, ddof=1) / np.sqrt(np.isfinite(column).sum()),
@@ -198,6 +202,6 @@ def test_linear_values_round_trip_through_their_file(mano, tmp_path):
     evaluation.save_linear(path, result)
     ids, cols = evaluation.load_linear(path)
     assert ids == result.sample_ids
-    assert set(cols) == set(evaluation.WITH_STANDARD_ERROR)
+    assert set(cols) == set(result.linear)
     for key, values in result.linear.items():
         np.testing.assert_array_equal(cols[key], values)
