@@ -1,7 +1,7 @@
 """The ablation harness: train variants of a recipe on the same data with the same seed, validate
 each at the same steps, and tell which differences are real.
 
-    python bench/ablation.py --config configs/default.py --steps 2000 --out runs/abl \\
+    python -m bench.ablation --config configs/default.py --steps 2000 --out runs/abl \\
         [--eval-every 500] [--config.KEY=VALUE ...]          (options for every variant) \\
         --variant base \\
         --variant pof10 --config.loss.terms.pof=10.0 \\

@@ -3,7 +3,7 @@
 Which loss term, and which parameters, turn the float32 summation-order differences of pmap and
 mesh (over fake CPU devices) into a visible gradient difference:
 
-    python bench/dp_grad_terms.py --batches 0,1,2,3 [--activation gelu]
+    python -m bench.dp_grad_terms --batches 0,1,2,3 [--activation gelu]
 
 Reads the training stream of configs/tiny.py (the synthetic hands, generated on first use) as
 train.py does, and differentiates every active loss term separately at the

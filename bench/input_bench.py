@@ -4,7 +4,7 @@ main job's data (synthetic 224x224 hands from datasets.synthetic, built with the
 synthetic_hands builder) and with a config file's pipeline settings (default: the main job's,
 configs/default.py). Prints figures only.
 
-    python bench/input_bench.py [--images 512] [--batch 32] [--batches 40] [--stages]
+    python -m bench.input_bench [--images 512] [--batch 32] [--batches 40] [--stages]
         [--config configs/default.py]
 
 Both backends are timed: config.xla=False (TF graph, ImageProjectiveTransformV3) and True

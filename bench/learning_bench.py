@@ -1,7 +1,7 @@
 """Does the default main job learn? Runs `python train.py` from an empty data directory and prints
 its validation curve next to the constant mean-hand baseline, with the wall time.
 
-    python bench/learning_bench.py [--workdir runs/learning_bench] [--keep] [-- --config.x=y ...]
+    python -m bench.learning_bench [--workdir runs/learning_bench] [--keep] [-- --config.x=y ...]
 
 Everything after `--` goes to train.py. The synthetic data and its TFDS build go into the work
 directory (empty on start unless --keep), so data generation counts in the wall time, as on a

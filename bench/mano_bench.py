@@ -6,8 +6,8 @@ block_until_ready / a finished backward) for the full forward pass (778 vertices
 batch 1, 32, 1024 and 8192 (forward also at 65536 on a GPU), float32, axis-angle pose
 (48 values), flat_hand_mean=True. Prints figures only; nothing is asserted.
 
-    python bench/mano_bench.py                     # the procedural model
-    python bench/mano_bench.py --model MANO_RIGHT.pkl --repeats 9
+    python -m bench.mano_bench                     # the procedural model
+    python -m bench.mano_bench --model MANO_RIGHT.pkl --repeats 9
 
 The smplx comparison (smplx.MANO(use_pca=False, flat_hand_mean=True, batch_size=B), built from
 the same model written to a temporary chumpy-free .pkl) runs when torch and smplx import. They

@@ -1,7 +1,7 @@
 """Speed of hiu_jax.metrics.freihand_scores on a FreiHAND-sized evaluation (3,960 samples, 21
 keypoints + 778-vertex meshes), on one CPU core. Prints figures only.
 
-    python bench/metrics_bench.py [--samples 3960] [--repeats 2] [--noise-mm 8] [--no-pin]
+    python -m bench.metrics_bench [--samples 3960] [--repeats 2] [--noise-mm 8] [--no-pin]
 
 BLAS/OpenMP threads are set to 1 before NumPy is imported and the process is pinned to one core
 of its affinity set (unless --no-pin). Wall and CPU (process) time are both printed: on a shared

@@ -1,6 +1,6 @@
 """Parameters, FLOPs per image and forward / training-step timings of the HIU-DMTL configs.
 
-    python bench/model_stats.py [--configs tiny,default,freihand] [--batch 8] [--half]
+    python -m bench.model_stats [--configs tiny,default,freihand] [--batch 8] [--half]
 
 FLOPs come from XLA's cost analysis of the compiled forward pass at batch 1 (and of the training
 step at --batch, divided by the batch). Timings are medians of several runs after compilation, on

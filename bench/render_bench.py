@@ -1,7 +1,7 @@
 """Speed of hiu_jax.render: hard render (B=8, 224x224, ~778 vertices / ~1550 faces) and soft
 silhouette (B=32 at 64x64 and 128x128, forward and forward+backward). Prints figures only.
 
-    python bench/render_bench.py [--repeats 5]
+    python -m bench.render_bench [--repeats 5]
 """
 from __future__ import annotations
 

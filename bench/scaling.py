@@ -1,7 +1,7 @@
 """How a recipe's errors fall with the images it sees: train it at several multiples of its
 `num_train_steps`, the schedule scaled to match, and plot the final validation scores.
 
-    python bench/scaling.py --config configs/default.py --out runs/scaling \\
+    python -m bench.scaling --config configs/default.py --out runs/scaling \\
         [--factors 0.5,1,2,4] [--plot docs/scaling.png] [--config.KEY=VALUE ...]
 
 Each factor f trains `train.py` in OUT/x<f> with num_train_steps multiplied by f (warmup, the

@@ -1,7 +1,7 @@
 """Images per second of the synthetic generator (render + background + JPEG + labels), and where
 the time goes.
 
-    python bench/synthetic_bench.py [--num 256] [--batch 32] [--size 224] [--no-stages]
+    python -m bench.synthetic_bench [--num 256] [--batch 32] [--size 224] [--no-stages]
 
 Compilation and the once-per-process work (background bank, pose sampler) are excluded: a first
 small run at the same batch size warms them. Prints the device, the CPU model and the cores this

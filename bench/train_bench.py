@@ -1,6 +1,6 @@
 """Training-step throughput and model FLOPs utilisation (MFU) of the tiny and the full config.
 
-    python bench/train_bench.py [--configs tiny,freihand] [--batch 32] [--half] [--peak-tflops X]
+    python -m bench.train_bench [--configs tiny,freihand] [--batch 32] [--half] [--peak-tflops X]
 
 MFU = (XLA cost-analysis FLOPs of one compiled training step) x (steps per second) / peak FLOP/s.
 The peak is the device's published dense figure for the precision (H100 SXM: 989 TFLOP/s bf16,

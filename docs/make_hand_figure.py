@@ -1,6 +1,6 @@
 """Draws the procedural hand in a few poses from a few views: docs/procedural_hand.png.
 
-    python docs/make_hand_figure.py [--model MANO_RIGHT.pkl] [--out docs/procedural_hand.png]
+    python -m docs.make_hand_figure [--model MANO_RIGHT.pkl] [--out docs/procedural_hand.png]
 
 A flat-shaded projection plot (matplotlib), skeleton on top. With --model it draws a user's MANO
 file instead, which is how to compare the two side by side.

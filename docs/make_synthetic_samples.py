@@ -1,6 +1,6 @@
 """Draws a grid of synthetic samples with their labels: docs/synthetic_samples.png.
 
-    python docs/make_synthetic_samples.py [--num 16] [--cols 4] [--seed 0] [--out PATH]
+    python -m docs.make_synthetic_samples [--num 16] [--cols 4] [--seed 0] [--out PATH]
 
 Generates `num` samples with `datasets.synthetic.generate` into a temporary folder, reads them
 back from disk exactly as written (JPEG, *_K.json, *_xyz.json, mask JPEG) and draws, for each,

@@ -70,7 +70,8 @@ def test_no_sys_path_edits_outside_tests():
                     isinstance(node.value, ast.Attribute) and node.value.attr == "path" and \
                     isinstance(node.value.value, ast.Name) and node.value.value.id == "sys":
                 offenders.append(str(path.relative_to(REPO)))
-    assert not offenders, f"sys.path edited in {offenders} (the project is installed: -e .)"
+    assert not offenders, f"sys.path edited in {offenders} (scripts run from the repository root: " \
+        "python -m bench.NAME; hiu_jax and mano_jax are installed)"
 
 
 def test_modules_are_short():

@@ -113,7 +113,7 @@ def test_two_variants_on_tiny_end_to_end_and_resume(tiny_run, tmp_path):  # noqa
     """One variant first (as if interrupted after it), then both: the first is kept, the second
     trains, and the outputs compare them on the same validation samples."""
     syn = tiny_run.synthetic_dir
-    common = ["bench/ablation.py", "--config", "configs/tiny.py", "--steps", "4",
+    common = ["-m", "bench.ablation", "--config", "configs/tiny.py", "--steps", "4",
               "--eval-every", "2", "--out", str(tmp_path),
               f"--config.data.synthetic_dir={syn}",
               f"--config.pipeline.data_dir={os.path.dirname(tiny_run.workdir)}/tfds",
