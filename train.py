@@ -25,6 +25,7 @@ command line).
 """
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import sys
@@ -37,6 +38,12 @@ from absl import logging  # noqa: E402
 from hiu_jax import runs  # noqa: E402
 
 DEFAULT_CONFIG = "configs/default.py"
+# Steps dispatched ahead of the one the loop waits for. JAX dispatches asynchronously: without a
+# bound the loop ran ~log_every_steps steps ahead, drained the input pipeline's prefetch buffer
+# in a burst, then waited at the log step with the pipeline idle (its buffer full) while the
+# device caught up. Waiting for step N - 2 before step N + 1 pulls one batch per step time, so
+# tf.data works beside the step all the time (2 CPU cores: 153% busy -> see bench/train_bench.py).
+STEPS_IN_FLIGHT = 2
 
 
 class StopRequested(Exception):
@@ -203,6 +210,7 @@ def train_and_evaluate(config, workdir: str, source=None) -> dict:
                disable=jax.process_index() != 0, dynamic_ncols=True)
     last = {}
     tick, ticked_step, cpu_tick = time.perf_counter(), start_step, time.process_time()
+    in_flight = collections.deque()
     step = start_step
     try:
         for step in range(start_step, config.num_train_steps):
@@ -210,6 +218,9 @@ def train_and_evaluate(config, workdir: str, source=None) -> dict:
             if step in tuple(config.debug_nan_steps):
                 batch = dict(batch, image=np.full_like(batch["image"], np.nan))
             device_state, metrics = step_fn(device_state, to_device(batch))
+            in_flight.append(metrics["loss"])
+            if len(in_flight) > STEPS_IN_FLIGHT:  # see STEPS_IN_FLIGHT
+                jax.block_until_ready(in_flight.popleft())
             done = step + 1
             if done % config.log_every_steps == 0 or done == config.num_train_steps:
                 metrics = jax.tree.map(lambda x: float(np.asarray(x).reshape(-1)[0]),
