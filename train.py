@@ -4,7 +4,7 @@
     python train.py --config configs/freihand.py --workdir runs/freihand
     python train.py --config.num_train_steps=500 --config.parallel=mesh
 
-Flags (the convention of train.py, eval.py and `python -m hiu_jax.infer`, hiu_jax/runs.py):
+Flags (the convention of train.py, eval.py and infer.py, hiu_jax/runs.py):
 --config FILE (default configs/default.py), --config.KEY=VALUE overrides (typed by the config,
 ml_collections' config_flags parser), --workdir DIR (default runs/<config file name>),
 --verbose (absl INFO logging). One argparse parser for the three scripts: the same flags parse

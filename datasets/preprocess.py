@@ -193,7 +193,7 @@ def hand_box(keypoints_2d, visibility, has_2d, mask, has_mask, bbox, has_bbox, i
     image_hi = tf.stack([image_hw[1], image_hw[0]]) - 0.5
     lo = tf.where(use_kp, kp_lo, tf.where(use_mask, m_lo, tf.where(has_bbox, bbox[:2], image_lo)))
     hi = tf.where(use_kp, kp_hi, tf.where(use_mask, m_hi, tf.where(has_bbox, bbox[2:], image_hi)))
-    return 0.5 * (lo + hi), tf.reduce_max(hi - lo)
+    return cameras.box_center_size(lo, hi, xp=tnp)
 
 
 def warp_projective(image, A_inv, crop_size: int):
@@ -277,7 +277,7 @@ def _crop_and_targets(image, mask, ex: dict, draws: dict, knobs: Knobs, train: b
                            tf.stack([0.0, f_stand_in, (H - 1.0) / 2.0]),
                            tf.constant([0.0, 0.0, 1.0])])
     K = tf.where(flags["has_intrinsics"], ex["K"], K_stand_in)
-    side = tf.maximum(size * knobs.crop_padding, knobs.min_box_size)
+    side = cameras.hand_crop_side(size, knobs.crop_padding, knobs.min_box_size, xp=tnp)
     side, theta, shift, flip = augment.crop_jitter(draws["geometry"], side, knobs, train)
     is_left = ex["is_left"]
     mirror = tf.math.logical_xor(is_left, flip)

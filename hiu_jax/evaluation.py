@@ -26,7 +26,7 @@ from hiu_jax.geometry import cameras
 
 # What is kept per sample: prediction name -> network output, and ground truth -> batch key.
 PREDICTIONS = ("joints_3d", "vertices", "joints_2d", "cam", "keypoints_heatmap", "global_rotmat",
-               "mano_betas")
+               "mano_pose", "mano_betas")
 TARGETS = ("joints_3d", "root_3d", "vertices", "keypoints_2d", "keypoint_visibility", "mask",
            "has_3d", "has_mesh", "has_mask", "has_2d", "has_mano", "mano_pose", "valid",
            "sample_id", "mirrored")
@@ -34,7 +34,12 @@ SE_SUFFIX = "_se"  # "<key>_se": the standard error over samples of a mean score
 
 
 def predict_fn(model):
-    """pmap'd inference: (replicated variables, images [D, B, H, W, 3]) -> dict of [D, B, ...]."""
+    """pmap'd inference, the one predict function (eval, validation, infer.py): (replicated
+    variables, images [D, B, N, N, 3] in [0, 1]) -> dict of [D, B, ...]: joints_3d (21, 3) and
+    vertices (778, 3) root-relative metres; joints_2d (21, 2) the mesh's joints and
+    keypoints_heatmap (21, 2) the heat maps' soft-argmax, crop pixels; cam (3,) the
+    weak-perspective camera; global_rotmat (3, 3); mano_pose (48,) axis-angle radians
+    (flat_hand_mean False); mano_betas (10,); mask_prob (mask_size, mask_size) in [0, 1]."""
 
     def predict(variables, images):
         out = model.apply(variables, images, train=False)
@@ -42,7 +47,8 @@ def predict_fn(model):
         return {"joints_3d": out["joints_3d"], "vertices": out["vertices"],
                 "joints_2d": out["joints_2d"], "cam": out["cam"][-1],
                 "keypoints_heatmap": cameras.heatmap_to_crop(out["keypoints_hm"], crop, m),
-                "global_rotmat": out["mano_rotmats"][:, 0], "mano_betas": out["mano_betas"],
+                "global_rotmat": out["mano_rotmats"][:, 0], "mano_pose": out["mano_pose"],
+                "mano_betas": out["mano_betas"],
                 "mask_prob": jax.nn.sigmoid(out["mask_logits"][-1][..., 0])}
 
     return jax.pmap(predict)

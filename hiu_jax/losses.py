@@ -292,8 +292,7 @@ def _pose_output(name, outputs):
     pose = outputs["mano_pose"]
     if pose.shape[-1] != 48:
         raise ValueError(f"loss term {name!r} needs a 48-value axis-angle mano_pose output, got "
-                         f"shape {pose.shape} (the 'rot6d' parameterisation gives none); set "
-                         f"loss.terms.{name} = 0")
+                         f"shape {pose.shape}")
     return pose
 
 

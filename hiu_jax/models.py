@@ -109,6 +109,16 @@ def initial_theta(layout: dict, pose_parameterisation: str, init_global_rot=(0.0
     return theta
 
 
+def pose_from_rotmats(mano_model, global_rotmat, finger_rotmats):
+    """The 48-value MANO pose (flat_hand_mean=False) of full local rotations:
+    global_rotmat (B, 3, 3), finger_rotmats (B, 15, 3, 3), hands_mean included -> (B, 48)
+    axis-angle radians, [0:3] global, [3:48] the fingers' axis-angles minus hands_mean, so that
+    MANO(pose + hands_mean) gives the same rotations."""
+    fingers = rotations.matrix_to_axis_angle(finger_rotmats)
+    fingers = fingers.reshape(fingers.shape[:-2] + (45,)) - mano_model.hands_mean
+    return jnp.concatenate([rotations.matrix_to_axis_angle(global_rotmat), fingers], -1)
+
+
 def mano_from_theta(mano_model, theta, layout, pose_parameterisation, beta_limit: float = 0.0):
     """Runs MANO for a batch of theta. Returns root-relative vertices, joints and the pose.
 
@@ -116,9 +126,10 @@ def mano_from_theta(mano_model, theta, layout, pose_parameterisation, beta_limit
     as FreiHAND stores them); 6D poses are full local rotations. A 6D global rotation goes with
     any finger parameterisation. beta_limit > 0: betas = beta_limit tanh(theta_betas / limit).
     Returns dict(vertices (B, 778, 3), joints_3d (B, 21, 3), both minus the wrist (joint 0),
-    in metres, OpenPose/FreiHAND order; pose (B, 48) axis-angle with flat_hand_mean=False (PCA
-    coefficients expanded), or None for rot6d fingers; rotmats (B, 16, 3, 3) the full local
-    rotations (hands_mean included), MANO joint order; betas (B, 10)).
+    in metres, OpenPose/FreiHAND order; pose (B, 48) axis-angle radians with
+    flat_hand_mean=False, whatever the parameterisation (PCA coefficients expanded; 6D finger
+    rotations converted, `pose_from_rotmats`); rotmats (B, 16, 3, 3) the full local rotations
+    (hands_mean included), MANO joint order; betas (B, 10)).
     """
     betas = theta[..., slice(*layout["betas"])]
     if beta_limit > 0:
@@ -130,7 +141,7 @@ def mano_from_theta(mano_model, theta, layout, pose_parameterisation, beta_limit
     if pose_parameterisation == "rot6d":
         finger_rotmats = rotations.rotation_6d_to_matrix(
             fingers.reshape(fingers.shape[:-1] + (15, 6)))
-        pose = None
+        pose = pose_from_rotmats(mano_model, glob_rotmat, finger_rotmats)
     else:
         if pose_parameterisation == "pca":
             fingers = fingers @ mano_model.hands_components[: fingers.shape[-1]]
@@ -413,8 +424,7 @@ class HIUNet(nn.Module):
         outputs["joints_3d"] = hand["joints_3d"]
         outputs["joints_2d"] = outputs["joints_2d_iters"][-1]
         outputs["vertices_2d"] = crop_camera_projection(hand["vertices"], cam, crop)
-        outputs["mano_pose"] = hand["pose"] if hand["pose"] is not None else jnp.zeros(
-            (images.shape[0], 0), jnp.float32)
+        outputs["mano_pose"] = hand["pose"]
         outputs["mano_betas"] = hand["betas"]
         outputs["mano_rotmats"] = hand["rotmats"]
         return outputs

@@ -312,12 +312,12 @@ def write_model_report(out_dir, values, result, order):
 
 def write_overlay_page(path, q, result, faces, count):
     """overlays.png: `count` samples (pipeline read order), each image + predicted skeleton |
-    mask | shaded mesh (infer.display_panel), with its id and errors above; two columns.
+    mask | shaded mesh (visualize.display_panel), with its id and errors above; two columns.
     q: Evaluator.predictions with images; result: evaluation.Scores of the same samples (the
     first len(q["image"]) of them)."""
     from PIL import Image, ImageDraw
 
-    from hiu_jax import infer
+    from hiu_jax import visualize
 
     count = min(count, len(q["image"]))
     faces = np.asarray(faces)
@@ -332,9 +332,9 @@ def write_overlay_page(path, q, result, faces, count):
     ps = result.per_sample
     for i in range(count):
         pred = {k: q[k][i] for k in ("joints_2d", "mask_prob", "vertices", "cam")}
-        tile = infer.display_panel(q["image"][i], pred, faces, size)
+        tile = visualize.display_panel(q["image"][i], pred, faces, size)
         x, y = (i % cols) * tile_w, (i // cols) * tile_h
-        page.paste(Image.fromarray(infer.to_uint8(tile)), (x, y + label_h))
+        page.paste(Image.fromarray(visualize.to_uint8(tile)), (x, y + label_h))
         text = result.sample_ids[i] + (" (left, mirrored)" if result.mirrored[i] else "")
         for key, spec in (("pa_mpjpe_mm", "PA {:.1f} mm"), ("rr_mpjpe_mm", "RR {:.1f} mm"),
                           ("kp2d_mean_px", "2D {:.1f} px"), ("mask_iou", "IoU {:.2f}")):

@@ -1,6 +1,6 @@
 """A training run's work directory: its checkpoints, its config exactly as trained, its model.
 
-The command-line convention of train.py, eval.py and `python -m hiu_jax.infer`:
+The command-line convention of train.py, eval.py and infer.py:
 
     --workdir DIR              the run's work directory (config.json, config_source.json,
                                checkpoints/)

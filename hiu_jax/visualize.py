@@ -1,7 +1,8 @@
-"""Pictures of predictions: 2D skeleton, mask overlay and the shaded mesh over the image.
+"""Every picture of predictions: 2D skeleton, mask overlay, the shaded mesh over the image, the
+panel of the three, and infer.py's overlay of a crop in its image.
 
-Shared by training (TensorBoard images), eval.py (the overlay page) and the inference demo.
-Inputs are NumPy; images are float in [0, 1], (H, W, 3).
+Shared by training (TensorBoard images), eval.py (the overlay page, report.py) and infer.py.
+Inputs are NumPy; images are float in [0, 1], (H, W, 3); pixel convention of hiu_jax/geometry.
 """
 from __future__ import annotations
 
@@ -10,16 +11,23 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hiu_jax import render
-from hiu_jax.geometry.skeleton import BONES
+from hiu_jax.geometry import cameras, warps
 from hiu_jax.geometry.cameras import PROJECTION_REF
+from hiu_jax.geometry.skeleton import BONES
 
 FINGER_COLOURS = ((230, 60, 60), (240, 150, 40), (60, 180, 75), (50, 120, 230), (150, 80, 200))
 MESH_DISTANCE = 10.0  # metres: the weak-perspective mesh is drawn by a far pinhole camera
+OVERLAY_CONTEXT = 1.25  # the overlay's left picture: the crop square enlarged by this factor
+
+
+def to_uint8(image) -> np.ndarray:
+    """float [0, 1] -> uint8 (rounded, clipped)."""
+    return (np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def draw_skeleton(image, keypoints_2d, visibility=None, radius: float = 2.0):
     """The image with the 21-joint skeleton drawn on it. keypoints_2d: (21, 2) pixels."""
-    canvas = Image.fromarray(_to_uint8(image))
+    canvas = Image.fromarray(to_uint8(image))
     draw = ImageDraw.Draw(canvas)
     kp = np.asarray(keypoints_2d, np.float64)
     vis = np.ones(21) if visibility is None else np.asarray(visibility)
@@ -73,5 +81,43 @@ def panel(image, keypoints_2d, mask_prob, vertices, faces, cam):
                            render_mesh_overlay(image, vertices, faces, cam)], axis=1)
 
 
-def _to_uint8(image):
-    return (np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+def resize(image, width: int, height: int) -> np.ndarray:
+    """The image (H, W, 3) in [0, 1] resized bilinearly to (height, width, 3) float32."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return np.asarray(image, np.float32)
+    return np.asarray(Image.fromarray(to_uint8(image)).resize((width, height), Image.BILINEAR),
+                      np.float32) / 255.0
+
+
+def display_panel(crop, pred: dict, faces, size: int) -> np.ndarray:
+    """`panel` drawn at `size` x `size` per picture: the crop (N, N, 3) is resized first and
+    the keypoints pred["joints_2d"] (21, 2) crop pixels moved to the resized grid (the
+    weak-perspective camera is relative to the crop size, so it needs no change); pred also
+    holds "mask_prob", "vertices", "cam". -> (size, 3 size, 3) in [0, 1]."""
+    kp = cameras.crop_to_heatmap(np.asarray(pred["joints_2d"], np.float64), crop.shape[0], size)
+    return panel(resize(crop, size, size), kp, pred["mask_prob"], pred["vertices"], faces,
+                 pred["cam"])
+
+
+def overlay_image(image, S, crop, pred, faces, display: int = 256) -> np.ndarray:
+    """[the crop square in its image with some context, skeleton and square drawn | crop:
+    skeleton | mask | mesh], (D, 4 D, 3) in [0, 1], D = max(display, crop size).
+
+    image (H, W, 3); S (3, 3) the image-to-crop matrix of `crop` (N, N, 3); pred as in
+    `display_panel`. The left picture is warped from the image around the crop
+    (OVERLAY_CONTEXT x its side, black outside the image), so memory and time are bounded by
+    D, whatever the image's size or aspect ratio (scaling a 1 x 4000 image to D rows took
+    14.5 GB)."""
+    n = crop.shape[0]
+    d = max(display, n)
+    row = display_panel(crop, pred, faces, d)
+    to_image = cameras.invert_affine(np.asarray(S, np.float64))
+    corners = cameras.apply_affine(to_image, np.array([[-0.5, -0.5], [n - 0.5, n - 0.5]]))
+    view = cameras.crop_matrix(corners.mean(0), OVERLAY_CONTEXT * (corners[1, 0] - corners[0, 0]),
+                               d)
+    kp = cameras.apply_affine(to_image, np.asarray(pred["joints_2d"], np.float64))
+    left = draw_skeleton(warps.crop_image(image, view, d), cameras.apply_affine(view, kp))
+    canvas = Image.fromarray(to_uint8(left))
+    (x0, y0), (x1, y1) = cameras.apply_affine(view, corners)
+    ImageDraw.Draw(canvas).rectangle([x0, y0, x1, y1], outline=(255, 255, 0), width=2)
+    return np.concatenate([np.asarray(canvas, np.float32) / 255.0, row], axis=1)

@@ -1,7 +1,9 @@
-"""The inference demo (python -m hiu_jax.infer) on the session's tiny run (tests/model_fixtures.py):
-one synthetic evaluation image taken whole and a non-square image with a hand box."""
+"""infer.py and hiu_jax/inference.py: on the session's tiny run (tests/model_fixtures.py), one
+synthetic evaluation image taken whole, a non-square image with a hand box and one whose hand is
+found; finding the hand with an exact stand-in for the network; the bad inputs."""
 import json
 import os
+import re
 import struct
 import zlib
 
@@ -9,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hiu_jax import infer
+import infer
+from hiu_jax import inference, visualize
+from hiu_jax.geometry import cameras, warps
 from tests.model_fixtures import REPO, IMAGE_SIZE, TRAIN_STEPS, run_python, tiny_run  # noqa: F401
 
 # The non-square image: the evaluation image pasted at (OFFSET) into a 150 x 110 canvas, and a box
@@ -23,22 +27,24 @@ BOX = (OFFSET[0], OFFSET[1], OFFSET[0] + IMAGE_SIZE, OFFSET[1] + IMAGE_SIZE)
 def inferred(tiny_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("infer")
     square = os.path.join(tiny_run.synthetic_dir, "evaluation", "rgb", "00000003.jpg")
+    found = os.path.join(tiny_run.synthetic_dir, "evaluation", "rgb", "00000005.jpg")
     wide = str(root / "wide.png")
     canvas = Image.new("RGB", CANVAS, (20, 40, 80))
     with Image.open(square) as img:
         canvas.paste(img, OFFSET)
     canvas.save(wide)
     out = root / "out"
-    r = run_python(["-m", "hiu_jax.infer", "--checkpoint",
-                    os.path.join(tiny_run.workdir, "checkpoints", "last"), square, wide,
-                    "--box", "full", "--box", ",".join(str(b) for b in BOX), "--out", str(out),
-                    "--no-progress"], tiny_run.env)
+    r = run_python(["infer.py", "--checkpoint",
+                    os.path.join(tiny_run.workdir, "checkpoints", "last"), square, wide, found,
+                    "--box", "full", "--box", ",".join(str(b) for b in BOX), "--box", "find",
+                    "--out", str(out), "--no-progress"], tiny_run.env)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stem, size", [("00000003", (IMAGE_SIZE, IMAGE_SIZE)), ("wide", CANVAS)])
+@pytest.mark.parametrize("stem, size", [("00000003", (IMAGE_SIZE, IMAGE_SIZE)), ("wide", CANVAS),
+                                        ("00000005", (IMAGE_SIZE, IMAGE_SIZE))])
 def test_outputs_per_image(inferred, stem, size):
     rec = json.loads((inferred / f"{stem}.json").read_text())
     assert rec["image_size"] == {"width": size[0], "height": size[1]}
@@ -50,11 +56,16 @@ def test_outputs_per_image(inferred, stem, size):
     np.testing.assert_allclose(kp @ S[:2, :2].T + S[:2, 2], kp_crop, atol=1e-6)
     n = rec["crop"]["crop_size"]
     if stem == "wide":
-        assert rec["box"] == list(map(float, BOX))
+        assert rec["box"] == list(map(float, BOX)) and rec["box_source"] == "given"
         np.testing.assert_allclose(rec["crop"]["center"], [OFFSET[0] + 48, OFFSET[1] + 48])
         assert rec["crop"]["side"] == pytest.approx(1.5 * IMAGE_SIZE)  # pipeline crop_padding
+    elif stem == "00000005":  # the crop around the box the first pass found, by the crop rule
+        box = np.asarray(rec["box"])
+        assert rec["box_source"] == "found" and box.shape == (4,)
+        np.testing.assert_allclose(rec["crop"]["center"], (box[:2] + box[2:]) / 2)
+        assert rec["crop"]["side"] == pytest.approx(max(1.5 * max(box[2:] - box[:2]), 8.0))
     else:
-        assert rec["box"] is None
+        assert rec["box"] is None and rec["box_source"] == "full image"
         assert rec["crop"]["side"] == IMAGE_SIZE  # the whole image is the crop
         np.testing.assert_allclose(S[:2, :2], np.eye(2) * n / IMAGE_SIZE)
 
@@ -99,6 +110,100 @@ def test_mesh_is_mano_of_the_written_parameters(inferred):
     np.testing.assert_allclose(verts, np.asarray(rec["vertices"]), atol=1e-5)
 
 
+class _Oracle:
+    """A stand-in for the network that knows where the hand is: on its k-th call it returns the
+    true keypoints (21, 2) image pixels mapped by crops[k] (the image-to-crop matrices that
+    finding the hand should cut: the whole image, then the crop around the true box), as both
+    2D outputs, so the box found from them is exact."""
+
+    def __init__(self, truth, crops):
+        self.truth, self.crops, self.calls = np.asarray(truth, np.float64), crops, 0
+
+    def __call__(self, crops):
+        assert crops.shape[0] == 1 and self.calls < len(self.crops)
+        kp = cameras.apply_affine(self.crops[self.calls], self.truth)[None]
+        self.calls += 1
+        return {"joints_2d": kp, "keypoints_heatmap": kp, "cam": np.array([[1.0, 0.0, 0.0]])}
+
+
+def _found_equals_true(truth, image_hw, config):
+    """infer_image without a box, by the oracle: two passes, and the second crop is the crop of
+    the true box (the pipeline's rule around the keypoints' box), so its 2D error is the true
+    box's (0 here)."""
+    true_box = np.concatenate([np.min(truth, 0), np.max(truth, 0)])
+    S_full = inference.crop_for(image_hw, None, config)[0]
+    S_true = inference.crop_for(image_hw, true_box, config)[0]
+    oracle = _Oracle(truth, [S_full, S_true])
+    image = np.zeros(tuple(image_hw) + (3,), np.float32)
+    found = inference.infer_image(oracle, image, None, config, find=True)
+    assert oracle.calls == 2 and found.box_source == "found"
+    np.testing.assert_allclose(found.box, true_box, atol=1e-9)
+    np.testing.assert_allclose(found.S, S_true, atol=1e-9)
+    error = np.linalg.norm(inference.crop_to_image(found.pred["joints_2d"], found.S) - truth,
+                           axis=-1)
+    np.testing.assert_allclose(error, 0.0, atol=1e-9)
+
+
+@pytest.mark.parametrize("image_hw, offset", [((224, 224), (150, 40)), ((160, 300), (10, 100)),
+                                              ((300, 120), (60, 250))])  # hand centre (u, v)
+def test_finding_the_hand_cuts_the_true_box_crop_given_exact_keypoints(image_hw, offset):
+    from configs import tiny
+
+    rng = np.random.default_rng(sum(image_hw))
+    truth = np.asarray(offset, np.float64) + rng.uniform(-25, 25, (21, 2))  # (u, v) pixels
+    _found_equals_true(truth, image_hw, tiny.get_config())
+
+
+@pytest.mark.slow
+def test_finding_the_hand_on_synthetic_evaluation_images(tiny_run):
+    """The same on the generator's evaluation images (their labels: hands anywhere in the
+    image), at the tiny run's crop settings."""
+    from configs import tiny
+
+    with open(os.path.join(tiny_run.synthetic_dir, "evaluation_K.json")) as f:
+        K = np.asarray(json.load(f), np.float64)
+    with open(os.path.join(tiny_run.synthetic_dir, "evaluation_xyz.json")) as f:
+        xyz = np.asarray(json.load(f), np.float64)
+    truth = cameras.project_pinhole(K, xyz, xp=np)
+    assert len(truth) == 8
+    for kp in truth:
+        _found_equals_true(kp, (IMAGE_SIZE, IMAGE_SIZE), tiny.get_config())
+
+
+def test_infer_image_with_a_box_or_the_whole_image_is_one_pass():
+    from configs import tiny
+
+    config = tiny.get_config()
+    truth = np.random.default_rng(0).uniform(20, 60, (21, 2))
+    for box, find, source in (((10.0, 12.0, 50.0, 40.0), False, "given"),
+                              (None, False, "full image"), ((10.0, 12.0, 50.0, 40.0), True, "given")):
+        S = inference.crop_for((80, 90), box, config)[0]
+        oracle = _Oracle(truth, [S])
+        result = inference.infer_image(oracle, np.zeros((80, 90, 3), np.float32), box, config,
+                                       find=find)
+        assert oracle.calls == 1 and result.box_source == source
+        np.testing.assert_allclose(result.S, S)
+
+
+def test_infer_image_rejects_a_bad_box_naming_it():
+    from configs import tiny
+
+    for box, message in (((5.0, 5.0, 1.0, 9.0), "needs x1 > x0"), ((1.0, 2.0, 3.0), "shape (3,)"),
+                         ((0.0, 0.0, np.nan, 4.0), "finite")):
+        with pytest.raises(inference.UserError, match=r"box: .*" + re.escape(message)):
+            inference.infer_image(None, np.zeros((8, 8, 3), np.float32), box, tiny.get_config(),
+                                  find=False)
+
+
+def test_crop_rule_is_the_pipelines():
+    """geometry's rule: centred on the box, side padding * max(w, h), at least min_side."""
+    center, size = cameras.box_center_size(np.array([10.0, 20.0]), np.array([50.0, 30.0]))
+    np.testing.assert_allclose(center, [30.0, 25.0])
+    assert size == 40.0
+    assert cameras.hand_crop_side(size, 1.5, 8.0) == 60.0
+    assert cameras.hand_crop_side(2.0, 1.5, 8.0) == 8.0
+
+
 def _image(path, size=(40, 30)):
     Image.new("RGB", size, (90, 60, 30)).save(path)
     return str(path)
@@ -130,15 +235,15 @@ def test_overlay_work_is_bounded_by_the_crop_not_the_image():
 
     image = np.random.default_rng(0).random((1, 4000, 3)).astype(np.float32)
     n = 32
-    S, _, _ = infer.crop_for(image.shape[:2], None, _Config(n))
-    crop = infer.cut_crop(image, S, n)
+    S, _, _ = inference.crop_for(image.shape[:2], None, _Config(n))
+    crop = warps.crop_image(image, S, n)
     pred = {"joints_2d": np.full((21, 2), n / 2.0), "mask_prob": np.zeros((n, n)),
             "vertices": np.zeros((3, 3)), "cam": np.array([1.0, 0.0, 0.0])}
     faces = np.array([[0, 1, 2]])
-    infer.overlay_image(crop, np.eye(3), crop, pred, faces)  # warm-up: imports, compilation
+    visualize.overlay_image(crop, np.eye(3), crop, pred, faces)  # warm-up: imports, compiling
     tracemalloc.start()
     try:
-        out = infer.overlay_image(image, S, crop, pred, faces)
+        out = visualize.overlay_image(image, S, crop, pred, faces)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -14,6 +14,8 @@ ALLOWED = {
     "datasets": {"mano_jax", "hiu_jax"},
     "configs": set(),
 }
+SCRIPTS = ("train", "eval", "infer")  # the top-level command lines: nothing imports them
+LIBRARY = ("mano_jax", "hiu_jax", "datasets")
 MAX_MODULE_LINES = 600
 MAX_SCRIPT_LINES = 400
 
@@ -22,8 +24,9 @@ def _sources(package):
     return sorted((REPO / package).rglob("*.py"))
 
 
-def _imported_packages(path):
-    """Top-level project packages imported anywhere in the file (also inside functions)."""
+def _imported_packages(path, top_level=PROJECT):
+    """The names of `top_level` (default: the project's packages) that the file imports
+    anywhere (also inside functions)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -32,7 +35,7 @@ def _imported_packages(path):
             names = [node.module]
         else:
             continue
-        found.update(n.split(".")[0] for n in names if n.split(".")[0] in PROJECT)
+        found.update(n.split(".")[0] for n in names if n.split(".")[0] in top_level)
     return found
 
 
@@ -44,6 +47,14 @@ def test_packages_import_only_the_layers_below(package):
         if extra:
             wrong[str(path.relative_to(REPO))] = sorted(extra)
     assert not wrong, f"imports against the layering (docs/architecture.md): {wrong}"
+
+
+@pytest.mark.parametrize("package", LIBRARY)
+def test_library_never_imports_the_scripts(package):
+    """train.py, eval.py and infer.py sit on top: the library they call never imports them."""
+    wrong = {str(path.relative_to(REPO)): sorted(found) for path in _sources(package)
+             if (found := _imported_packages(path, SCRIPTS))}
+    assert not wrong, f"library modules import the top-level scripts {SCRIPTS}: {wrong}"
 
 
 def test_configs_import_only_ml_collections_and_each_other():
@@ -77,6 +88,6 @@ def test_no_sys_path_edits_outside_tests():
 def test_modules_are_short():
     long = {str(p.relative_to(REPO)): n for package in ("mano_jax", "hiu_jax", "datasets")
             for p in _sources(package) if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
-    long.update({name: n for name in ("train.py", "eval.py")
+    long.update({name: n for name in (f"{script}.py" for script in SCRIPTS)
                  if (n := len((REPO / name).read_text().splitlines())) >= MAX_SCRIPT_LINES})
     assert not long, f"modules over the size limits: {long}"

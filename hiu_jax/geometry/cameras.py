@@ -63,6 +63,20 @@ def crop_matrix(center, side, crop_size: int, *, xp=np):
                      xp.stack([zero, zero, one])])
 
 
+def box_center_size(lo, hi, *, xp=np):
+    """A hand box [lo, hi] ((2,) each: (u, v) of its corners, image pixels) -> (its centre (2,),
+    its size (): max(width, height))."""
+    return 0.5 * (lo + hi), xp.max(hi - lo)
+
+
+def hand_crop_side(size, padding, min_side, *, xp=np):
+    """The hand-crop rule, the one the pipeline trains with and inference finds hands with: the
+    square crop around a hand box of size `size` (max(width, height), pixels) has the side
+    padding * size (config pipeline.crop_padding), at least min_side pixels
+    (pipeline.min_box_size); centred on the box, it is cut by `crop_matrix`."""
+    return xp.maximum(size * padding, min_side)
+
+
 def apply_affine(A, points, *, xp=np):
     """A (3, 3) with last row [0, 0, 1] applied to points (..., 2) -> (..., 2)."""
     return xp.einsum("ij,...j->...i", A[:2, :2], points) + A[:2, 2]

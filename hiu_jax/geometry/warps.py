@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hiu_jax.geometry import cameras
+
 
 def warp_bilinear(image, A_inv, crop_size: int, *, xp=np):
     """Crop pixel (column x, row y) samples `image` bilinearly at A_inv [x, y, 1]; 0 outside.
@@ -42,3 +44,11 @@ def warp_bilinear(image, A_inv, crop_size: int, *, xp=np):
     top = tap(0, 0) + (tap(0, 1) - tap(0, 0)) * fx
     bottom = tap(1, 0) + (tap(1, 1) - tap(1, 0)) * fx
     return top + (bottom - top) * fy
+
+
+def crop_image(image, S, crop_size: int) -> np.ndarray:
+    """The crop (N, N, C) float32 of a NumPy image (H, W, C) under the image-to-crop matrix S
+    (3, 3) (`cameras.crop_matrix`): `warp_bilinear` by S^-1, computed in float64; 0 outside
+    the image. N = crop_size."""
+    inverse = cameras.invert_affine(np.asarray(S, np.float64))
+    return warp_bilinear(np.asarray(image, np.float64), inverse, crop_size).astype(np.float32)

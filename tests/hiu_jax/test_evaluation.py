@@ -4,6 +4,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 import mano_jax
+from configs import default
 from hiu_jax import evaluation, loss_registry, scorers
 from hiu_jax.geometry import cameras
 
@@ -146,7 +147,7 @@ def test_rotation_error_in_degrees():
 
 
 def test_mano_label_terms_need_the_licensed_model():
-    cfg = loss_registry.loss_config()
+    cfg = default.get_config().loss
     with pytest.raises(ValueError, match=r"--config\.model\.mano_path"):
         loss_registry.check_label_hand_model(cfg, ["freihand"], "")
     loss_registry.check_label_hand_model(cfg, ["freihand"], "/data/MANO_RIGHT.pkl")  # given: fine

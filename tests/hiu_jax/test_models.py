@@ -96,6 +96,24 @@ def test_pose_parameterisations(parameterisation):
     assert out["vertices"].shape == (1, 778, 3)
 
 
+@pytest.mark.parametrize("pose_parameterisation, global_rotation",
+                         [("axis_angle", "rot6d"), ("axis_angle", "axis_angle"), ("pca", "rot6d"),
+                          ("rot6d", "rot6d")])
+def test_pose_is_48_axis_angle_values_that_give_the_mesh(pose_parameterisation, global_rotation):
+    """Whatever the parameterisation, MANO(pose, betas, flat_hand_mean False) is the mesh."""
+    import mano_jax
+
+    mano = mano_jax.procedural_model("right")
+    layout = models.theta_layout(pose_parameterisation, 12, global_rotation)
+    size = max(stop for _, stop in layout.values())
+    theta0 = models.initial_theta(layout, pose_parameterisation)
+    theta = theta0 + jnp.asarray(np.random.default_rng(3).normal(0, 0.3, (2, size)), jnp.float32)
+    hand = models.mano_from_theta(mano, theta, layout, pose_parameterisation)
+    assert hand["pose"].shape == (2, 48)
+    out = mano_jax.forward(mano, hand["pose"], hand["betas"], flat_hand_mean=False)
+    np.testing.assert_allclose(out.vertices - out.joints[:, :1], hand["vertices"], atol=2e-5)
+
+
 def test_half_precision_keeps_float32_parameters(tiny_setup):
     cfg, _, x, _ = tiny_setup
     net = models.build_model(cfg.model, half_precision=True)
