@@ -102,6 +102,23 @@ class _Signals:
                         self.received)
 
 
+HOST_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def split_cpu_into_devices(count) -> None:
+    """Asks XLA for `count` JAX devices on the host CPU (config.cpu_devices), so that on a
+    machine without an accelerator the step runs data parallel over them (pmap, as over GPUs):
+    one device leaves cores idle while XLA's CPU kernels wait on each other. Does nothing when
+    JAX has already started (it reads XLA_FLAGS once) or XLA_FLAGS already sets the count; on
+    a host with an accelerator the CPU devices are not the ones that train."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"config.cpu_devices must be an int >= 1, got {count!r}")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "jax" in sys.modules or HOST_DEVICE_FLAG in flags:
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} {HOST_DEVICE_FLAG}={count}".strip()
+
+
 def maybe_initialize_distributed(config) -> None:
     """jax.distributed.initialize when the config or the environment asks for a multi-host run."""
     import jax
@@ -138,8 +155,10 @@ def train_and_evaluate(config, workdir: str, source=None) -> dict:
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: never take accelerator memory
     if config.batch_size % jax.device_count():
+        hint = (" (on a CPU, --config.cpu_devices=1 trains on one device)"
+                if jax.default_backend() == "cpu" else "")
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
-                         f"{jax.device_count()} devices")
+                         f"{jax.device_count()} devices{hint}")
     if config.parallel not in ("pmap", "mesh"):
         raise ValueError(f"parallel must be 'pmap' or 'mesh', got {config.parallel!r}")
     check_config(config)
@@ -329,6 +348,11 @@ def main(argv=None):
         sys.argv[1:] if argv is None else argv)
     # keep the console to the progress bar and results
     logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+    try:
+        split_cpu_into_devices(config.cpu_devices)
+    except ValueError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        sys.exit(2)
     maybe_initialize_distributed(config)
     try:
         train_and_evaluate(config, workdir, (config_file, overrides))

@@ -6,7 +6,7 @@ image as the crop, with the found box moved to the true centre ("true centre") o
 moved to the found centre ("true side"), and around the box of the keypoints predicted in the
 true box's crop ("true, re-found"). Prints figures only.
 
-    python bench/find_hand.py --workdir RUN --images DIR [--num 256] [--which last|best]
+    python -m bench.find_hand --workdir RUN --images DIR [--num 256] [--which last|best]
 
 DIR is a FreiHAND-layout evaluation set (datasets/synthetic's output: evaluation/rgb/*.jpg,
 evaluation_K.json, evaluation_xyz.json); the true 2D keypoints are the pinhole projections of

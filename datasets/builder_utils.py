@@ -59,6 +59,15 @@ def load_json(path: os.PathLike):
         raise ValueError(f"{os.fspath(path)}: invalid JSON ({e})") from None
 
 
+def is_numeric(value) -> bool:
+    """True when `value` (a parsed JSON or pickle entry) converts to a float64 array."""
+    try:
+        np.asarray(value, dtype=np.float64)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 def read_image(path: os.PathLike, where: str) -> Tuple[bytes, Tuple[int, int]]:
     """Reads an RGB JPEG/PNG file and decodes it fully to prove it is intact.
 

@@ -235,7 +235,8 @@ def make_tf_dataset(
     process_count: Optional[int] = None,
     process_index: Optional[int] = None,
 ) -> tf.data.Dataset:
-    """The batched tf.data.Dataset; see make_dataset (same arguments)."""
+    """The batched tf.data.Dataset that make_dataset iterates over as numpy; the arguments are
+    documented there."""
     settings = settings_from_config(config)
     seed = int(settings.seed if seed is None else seed)
     if isinstance(sources, (tfds.core.DatasetBuilder, tf.data.Dataset)):
@@ -324,20 +325,7 @@ def make_tf_dataset(
     return ds.with_options(options)
 
 
-def make_dataset(
-    sources: Union[Source, Sequence[Source]],
-    split: str,
-    *,
-    config,
-    global_batch_size: int,
-    train: bool,
-    seed: Optional[int] = None,
-    weights: Optional[Sequence[float]] = None,
-    start_batch: int = 0,
-    local_device_count: Optional[int] = None,
-    process_count: Optional[int] = None,
-    process_index: Optional[int] = None,
-):
+def make_dataset(sources: Union[Source, Sequence[Source]], split: str, **kwargs):
     """An iterator of numpy batches {name: [local_device_count, per_device_batch, ...]}.
 
     Args:
@@ -369,8 +357,4 @@ def make_dataset(
       arrays with the leading dims [local_device_count, per_device_batch], ready for jax.pmap
       (or reshape to [host_batch, ...] for jit with a sharded mesh).
     """
-    return iter(tfds.as_numpy(make_tf_dataset(
-        sources, split, config=config, global_batch_size=global_batch_size, train=train,
-        seed=seed, weights=weights, start_batch=start_batch,
-        local_device_count=local_device_count, process_count=process_count,
-        process_index=process_index)))
+    return iter(tfds.as_numpy(make_tf_dataset(sources, split, **kwargs)))

@@ -212,7 +212,7 @@ def _labels(ann, idx, where):
     if "verts" in ann:
         labels["vertices"] = ann["verts"][idx]
     if "mano" in ann:
-        mano = np.asarray(ann["mano"][idx], dtype=np.float32) if _is_numeric(ann["mano"][idx]) \
+        mano = np.asarray(ann["mano"][idx], dtype=np.float32) if builder_utils.is_numeric(ann["mano"][idx]) \
             else None
         if mano is None or mano.size != MANO_NUM_VALUES:
             raise BadRecordError(where, f"mano entry is not {MANO_NUM_VALUES} numbers")
@@ -221,15 +221,7 @@ def _labels(ann, idx, where):
     return labels
 
 
-def _is_numeric(value):
-    try:
-        np.asarray(value, dtype=np.float32)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
 def _scalar(value, name, where):
-    if not _is_numeric(value) or np.asarray(value).size != 1:
+    if not builder_utils.is_numeric(value) or np.asarray(value).size != 1:
         raise BadRecordError(where, f"{name} entry {value!r} is not one number")
     return np.float32(np.asarray(value, dtype=np.float32).reshape(()))

@@ -143,18 +143,10 @@ def _paths(root, folder, frame):
 def _get(meta, key, shape, where):
     if key not in meta or meta[key] is None:
         raise BadRecordError(where, f"meta has no {key!r} (missing or None)")
-    arr = np.asarray(meta[key], dtype=np.float64) if _numeric(meta[key]) else None
+    arr = np.asarray(meta[key], dtype=np.float64) if builder_utils.is_numeric(meta[key]) else None
     if arr is None or arr.size != int(np.prod(shape)):
         raise BadRecordError(where, f"meta {key!r} is not {shape} numbers")
     return schema.check_finite(key, arr.reshape(shape), where)
-
-
-def _numeric(value):
-    try:
-        np.asarray(value, dtype=np.float64)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 def _train_labels(meta, where):
