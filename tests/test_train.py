@@ -365,3 +365,20 @@ def test_preempted_exit_status_is_128_plus_the_signal():
 
     assert train.preempted_exit_status("SIGTERM") == 143
     assert train.preempted_exit_status("SIGINT") == 130
+
+
+def test_cpu_devices_sets_the_host_device_count_before_jax_starts(monkeypatch):
+    """config.cpu_devices becomes XLA's host device count when JAX has not started and
+    XLA_FLAGS does not set it already; otherwise nothing changes. A bad value is refused."""
+    import train
+
+    monkeypatch.delitem(sys.modules, "jax", raising=False)  # as in a fresh `python train.py`
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    train.split_cpu_into_devices(2)
+    assert os.environ["XLA_FLAGS"] == ("--xla_cpu_enable_fast_math=false "
+                                       "--xla_force_host_platform_device_count=2")
+    train.split_cpu_into_devices(3)  # the count is set already (by the user or above): kept
+    assert os.environ["XLA_FLAGS"].endswith("device_count=2")
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="config.cpu_devices must be an int >= 1"):
+            train.split_cpu_into_devices(bad)
