@@ -137,7 +137,9 @@ def train_loop(count: int, steps: int) -> tuple:
                f"--config.cpu_devices={count}", f"--config.num_train_steps={steps}",
                "--config.eval_every_steps=100000", "--config.checkpoint_every_steps=100000",
                "--config.image_every_steps=100000", "--config.data.eval_max_batches=1"]
-        subprocess.run(cmd, check=True, env=with_devices(count), stdout=subprocess.DEVNULL)
+        run = subprocess.run(cmd, env=with_devices(count), capture_output=True, text=True)
+        if run.returncode:
+            raise SystemExit(f"train.py failed ({run.returncode}): {run.stderr[-2000:]}")
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
             rows = [json.loads(line) for line in f]
     rows = [r for r in rows if "cpu_percent" in r and steps / 3 < r["step"] < steps]
