@@ -8,6 +8,7 @@ batch 1, 32, 1024 and 8192 (forward also at 65536 on a GPU), float32, axis-angle
 
     python -m bench.mano_bench                     # the procedural model
     python -m bench.mano_bench --model MANO_RIGHT.pkl --repeats 9
+    python -m bench.mano_bench --stages            # also where the time goes, stage by stage
 
 The smplx comparison (smplx.MANO(use_pca=False, flat_hand_mean=True, batch_size=B), built from
 the same model written to a temporary chumpy-free .pkl) runs when torch and smplx import. They
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import mano_jax  # noqa: E402
+from mano_jax import lbs  # noqa: E402
 from mano_jax.lbs import forward  # noqa: E402
 
 BATCHES = (1, 32, 1024, 8192)
@@ -95,6 +97,55 @@ def time_jax(fn, model, inputs, repeats, budget_s):
     compile_s = time.perf_counter() - start
     seconds = median_seconds(lambda: jax.block_until_ready(compiled(*args)), repeats, budget_s)
     return compile_s, seconds
+
+
+def jax_stages(model, inputs):
+    """{stage: (function of (model, *arrays), arrays)}: the steps of `forward` (joint_kind="fk"),
+    each on the previous steps' outputs, so that each can be timed alone."""
+    pose, betas, trans = (jnp.asarray(x) for x in inputs)
+    rot = lbs.pose_to_rotations(model, pose, flat_hand_mean=True, pose_space="axis_angle")
+    mesh = lbs.blended_mesh(model, betas, rot)
+    joints = lbs.rest_joints(model, betas)
+    _, skeleton, transforms = lbs.forward_kinematics(model.parents, rot, joints)
+    posed = lbs.skin(model.weights_t, transforms, mesh, trans)
+    tips = lbs.tip_vertex_ids("freihand", model.side)
+
+    def output(model, posed, skeleton, trans):
+        joints = jnp.concatenate([skeleton + trans[:, None], lbs._take(posed, tips, -2)], -2)
+        return lbs._take(joints, lbs.MANO_TO_OPENPOSE, -2)
+
+    return {
+        "rotations": (lambda m, p: lbs.pose_to_rotations(m, p, flat_hand_mean=True,
+                                                         pose_space="axis_angle"), (pose,)),
+        "blend (1 matmul)": (lbs.blended_mesh, (betas, rot)),
+        "rest joints": (lbs.rest_joints, (betas,)),
+        "kinematics": (lambda m, r, j: lbs.forward_kinematics(m.parents, r, j)[1:], (rot, joints)),
+        "skinning, trans": (lambda m, t, x, o: lbs.skin(m.weights_t, t, x, o),
+                            (transforms, mesh, trans)),
+        "joints": (output, (posed, skeleton, trans)),
+    }
+
+
+def print_stages(model, batch, repeats, budget_s):
+    """Fastest ms per call of each stage alone, forward and forward+backward (the vjp of every
+    output with a ones cotangent, gradients for every array input), and their sum."""
+    def with_backward(fn):
+        def run(model, *xs):
+            out, vjp = jax.vjp(lambda *a: fn(model, *a), *xs)
+            return vjp(jax.tree.map(jnp.ones_like, out))
+        return run
+
+    total = [0.0, 0.0]
+    for name, (fn, xs) in jax_stages(model, random_inputs(batch, model.num_betas)).items():
+        times = []
+        for f in (fn, with_backward(fn)):
+            compiled = jax.jit(f).lower(model, *xs).compile()
+            times.append(median_seconds(lambda: jax.block_until_ready(compiled(model, *xs)),
+                                        repeats, budget_s)[1])
+        total = [a + b for a, b in zip(total, times)]
+        print(f"{batch:>6} {name:<18} {times[0] * 1e3:>10.3f} {times[1] * 1e3:>10.3f}")
+    print(f"{batch:>6} {'sum of stages':<18} {total[0] * 1e3:>10.3f} {total[1] * 1e3:>10.3f}",
+          flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,8 +222,10 @@ def main(argv=None):
                         help="comma-separated batch sizes")
     parser.add_argument("--no-smplx", action="store_true", help="skip the smplx comparison")
     parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch.set_num_threads for smplx (default: torch's own choice); "
-                             "1 is steadier on a machine shared with other jobs")
+                        help="torch.set_num_threads for smplx (default: the usable cores, which "
+                             "is the size of XLA's CPU thread pool, so both use equal threads)")
+    parser.add_argument("--stages", action="store_true",
+                        help="also print the fastest ms of each mano_jax stage alone")
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
 
@@ -186,7 +239,8 @@ def main(argv=None):
     on_gpu = device.platform == "gpu"
     text = f"device: {device.device_kind} ({device.platform})"
     if device.platform == "cpu":
-        text += f", cpu: {cpu_model()}, {usable_cores()} cores"
+        text += (f", cpu: {cpu_model()}, {usable_cores()} cores (XLA's CPU thread pool has one "
+                 "thread per usable core)")
     print(f"{text}; jax {jax.__version__}, float32 ({jnp.zeros(()).dtype}), model: {model_name}")
 
     fwd, fwd_bwd = jax_functions()
@@ -200,8 +254,9 @@ def main(argv=None):
     tmp = None
     if torch is not None:
         torch_device = torch.device("cuda" if on_gpu and torch.cuda.is_available() else "cpu")
-        if args.torch_threads:
-            torch.set_num_threads(args.torch_threads)
+        threads = args.torch_threads or (usable_cores() if torch_device.type == "cpu" else None)
+        if threads:
+            torch.set_num_threads(threads)
         tmp = tempfile.TemporaryDirectory()
         model_path = os.path.join(tmp.name, f"MANO_{model.side.upper()}.pkl")
         mano_jax.save_pkl(model, model_path)
@@ -236,6 +291,10 @@ def main(argv=None):
         print(line, flush=True)
     if tmp is not None:
         tmp.cleanup()
+    if args.stages:
+        print("mano_jax stages, fastest ms per call: forward, forward+backward")
+        for batch in batches:
+            print_stages(model, batch, args.repeats, args.budget / 4)
 
 
 if __name__ == "__main__":

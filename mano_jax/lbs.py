@@ -6,8 +6,11 @@
     G_k      = G_parent(k) [R_k | J_k - J_parent]    forward kinematics
     v        = sum_k w_k (G_k [I | -J_k]) v_posed    skinning
 
-Every function is pure and batched over any leading axes of the pose; jit, vmap, grad and pmap
-apply. Units are metres.
+`forward` evaluates these with the model's derived arrays (`mano_jax.model.derived_arrays`):
+v_posed is one matrix product [1, beta, vec(R - I)] @ blend_basis, J comes from the betas alone
+([1, beta] @ joint_basis), and the mesh stays component-major (N, 3, V) until the skinning is done.
+Every public function is pure and batched over leading axes (`skin`: one batch axis); jit, vmap,
+grad and pmap apply. Units are metres.
 """
 from __future__ import annotations
 
@@ -117,16 +120,77 @@ def shape_blend(model: MANOModel, betas):
 
 def pose_blend(model: MANOModel, local_rotations):
     """Pose-corrective offsets P vec(R_1..15 - I). (..., 16, 3, 3) -> (..., V, 3)."""
+    return jnp.einsum("...p,vcp->...vc", pose_features(local_rotations), model.posedirs)
+
+
+def pose_features(local_rotations):
+    """vec(R_1..15 - I), row-major per joint: (..., 16, 3, 3) -> (..., 135)."""
     eye = jnp.eye(3, dtype=local_rotations.dtype)
-    features = (local_rotations[..., 1:, :, :] - eye).reshape(local_rotations.shape[:-3] + (-1,))
-    return jnp.einsum("...p,vcp->...vc", features, model.posedirs)
+    return (local_rotations[..., 1:, :, :] - eye).reshape(local_rotations.shape[:-3] + (-1,))
+
+
+def _padded_betas(model: MANOModel, betas):
+    """betas (..., S) with zeros appended up to model.num_betas (an exact no-op in the sums)."""
+    s = betas.shape[-1]
+    if s > model.num_betas:
+        raise ValueError(f"betas has {s} values but the model has {model.num_betas} shape directions")
+    if s == model.num_betas:
+        return betas
+    return jnp.concatenate([betas, jnp.zeros(betas.shape[:-1] + (model.num_betas - s,),
+                                             betas.dtype)], axis=-1)
+
+
+def blended_mesh(model: MANOModel, betas, local_rotations):
+    """v_template + S beta + P vec(R_1..15 - I) as one matrix product with model.blend_basis.
+
+    Args:
+      betas: (N, S), S <= model.num_betas; local_rotations: (N, 16, 3, 3).
+    Returns:
+      (N, 3, V) the shaped, pose-corrected rest mesh, component-major (x, y, z rows).
+    """
+    betas = _padded_betas(model, betas)
+    ones = jnp.ones(betas.shape[:-1] + (1,), betas.dtype)
+    features = jnp.concatenate([ones, betas, pose_features(local_rotations)], axis=-1)
+    return (features @ model.blend_basis).reshape(betas.shape[:-1] + (3, -1))
+
+
+def rest_joints(model: MANOModel, betas):
+    """J_regressor (v_template + S beta) from the betas alone. betas (..., S) -> (..., 16, 3)."""
+    betas = _padded_betas(model, betas)
+    ones = jnp.ones(betas.shape[:-1] + (1,), betas.dtype)
+    joints = jnp.concatenate([ones, betas], axis=-1) @ model.joint_basis
+    return joints.reshape(betas.shape[:-1] + (NUM_JOINTS, 3))
+
+
+def _take(x, ids, axis: int):
+    """x at static indices `ids` along `axis`, by slices (a gather would transpose into a slow
+    scatter-add on CPU): one strided slice for an arithmetic progression, else a concatenation."""
+    ids = [int(i) for i in ids]
+    axis = axis % x.ndim
+    step = ids[1] - ids[0] if len(ids) > 1 else 1
+    if step == 0 and len(set(ids)) == 1:
+        one = jax.lax.slice_in_dim(x, ids[0], ids[0] + 1, axis=axis)
+        return jnp.broadcast_to(one, x.shape[:axis] + (len(ids),) + x.shape[axis + 1:])
+    if step > 0 and all(b - a == step for a, b in zip(ids, ids[1:])):
+        return jax.lax.slice_in_dim(x, ids[0], ids[-1] + 1, step, axis)
+    return jnp.concatenate([jax.lax.slice_in_dim(x, i, i + 1, axis=axis) for i in ids], axis)
+
+
+def _matmul3(a, b):
+    """a @ b for (..., 3, 3) matrices as multiply-adds (one fused loop, no batched dot)."""
+    return sum(a[..., :, k, None] * b[..., None, k, :] for k in range(3))
+
+
+def _matvec3(a, v):
+    """a @ v for (..., 3, 3) matrices and (..., 3) vectors as multiply-adds."""
+    return sum(a[..., :, k] * v[..., None, k] for k in range(3))
 
 
 def _levels(parents):
     """The tree by depth (static): [(joint ids, index of each one's parent in the level above)].
 
-    A joint's parent is always exactly one level up, so each level is one gather + one batched
-    matmul; for MANO the levels are the wrist, then the 5 fingers' 1st, 2nd and 3rd joints."""
+    A joint's parent is always exactly one level up, so each level is one batched product; for
+    MANO the levels are the wrist, then the 5 fingers' 1st, 2nd and 3rd joints."""
     depth = [0] * len(parents)
     for j, p in enumerate(parents):
         if p >= 0:
@@ -138,19 +202,17 @@ def _levels(parents):
     return out
 
 
-def _gather_level(r, t, pos):
+def _parents_of_level(r, t, pos):
     """The parents' world rotations (..., K, 3, 3) and positions (..., K, 3) for a level.
 
-    MANO needs no gather: a level's parents are either all the root (a broadcast) or the level
+    MANO needs no indexing: a level's parents are either all the root (a broadcast) or the level
     above in the same order (the level itself)."""
     if np.array_equal(pos, np.arange(r.shape[-3])):
         return r, t
     if np.all(pos == pos[0]):
         k = int(pos[0])
-        shape = r.shape[:-3] + (len(pos),)
-        return (jnp.broadcast_to(r[..., k:k + 1, :, :], shape + (3, 3)),
-                jnp.broadcast_to(t[..., k:k + 1, :], shape + (3,)))
-    return jnp.take(r, pos, axis=-3), jnp.take(t, pos, axis=-2)
+        return r[..., k:k + 1, :, :], t[..., k:k + 1, :]  # broadcasts in the products
+    return _take(r, pos, -3), _take(t, pos, -2)
 
 
 def forward_kinematics(parents, local_rotations, rest_joints):
@@ -165,37 +227,83 @@ def forward_kinematics(parents, local_rotations, rest_joints):
       (..., J, 3, 4) = [R_world | t_world - R_world J_rest], which map rest-pose points of a
       joint's region to their posed positions.
     """
-    levels = _levels(parents)
     rs, ts, order = [], [], []
-    for ids, parent_pos in levels:
-        local_r = local_rotations[..., ids, :, :]
+    for ids, parent_pos in _levels(parents):
+        local_r = _take(local_rotations, ids, -3)
+        rest = _take(rest_joints, ids, -2)
         if parent_pos is None:  # the root(s)
-            r, t = local_r, rest_joints[..., ids, :]
+            r, t = local_r, rest
         else:
-            prev_ids = order[-1]
-            parent_r, parent_t = _gather_level(rs[-1], ts[-1], parent_pos)
-            offset = rest_joints[..., ids, :] - rest_joints[..., prev_ids[parent_pos], :]
-            r = parent_r @ local_r
-            t = parent_t + jnp.einsum("...kab,...kb->...ka", parent_r, offset)
+            parent_r, parent_t = _parents_of_level(rs[-1], ts[-1], parent_pos)
+            offset = rest - _take(rest_joints, order[-1][parent_pos], -2)
+            r = _matmul3(parent_r, local_r)
+            t = parent_t + _matvec3(parent_r, offset)
         rs.append(r)
         ts.append(t)
         order.append(ids)
-    inverse = np.argsort(np.concatenate(order))  # level order -> joint order
-    world_rotations = jnp.concatenate(rs, axis=-3)[..., inverse, :, :]
-    posed_joints = jnp.concatenate(ts, axis=-2)[..., inverse, :]
-    translation = posed_joints - jnp.einsum("...kab,...kb->...ka", world_rotations, rest_joints)
+    world_rotations = _to_joint_order(rs, order, -3)
+    posed_joints = _to_joint_order(ts, order, -2)
+    translation = posed_joints - _matvec3(world_rotations, rest_joints)
     transforms = jnp.concatenate([world_rotations, translation[..., None]], axis=-1)
     return world_rotations, posed_joints, transforms
 
 
-def skin(weights, transforms, points):
-    """Linear blend skinning. weights (V, J), transforms (..., J, 3, 4), points (..., V, 3).
+def _to_joint_order(per_level, order, axis: int):
+    """Arrays of each level (joint axis `axis`, ids `order[d]`) -> one array in joint order.
 
-    The blended (..., V, 3, 4) transforms are applied column by column as multiply-adds, which
-    XLA fuses into one loop (a per-vertex 3 x 3 matmul would not be)."""
-    blended = jnp.einsum("vj,...jab->...vab", weights, transforms)
-    return (blended[..., 0] * points[..., 0:1] + blended[..., 1] * points[..., 1:2]
-            + blended[..., 2] * points[..., 2:3] + blended[..., 3])
+    MANO's levels are the root and then the fingers' 1st, 2nd and 3rd joints, and joint
+    1 + 3 f + d is finger f's joint d: an interleave (stack + reshape), whose gradient is a
+    slice, not the sum of one padded copy per joint that a concatenation of single joints
+    would give. Other trees fall back to a gather."""
+    chains = np.stack(order[1:], axis=1).reshape(-1) if len(order) > 1 and all(
+        len(ids) == len(order[1]) for ids in order[1:]) else None
+    if len(order[0]) == 1 and chains is not None and np.array_equal(
+            np.concatenate([order[0], chains]), np.arange(len(chains) + 1)):
+        fingers = jnp.stack(per_level[1:], axis=axis)  # (..., K, D, ...) after the joint axis
+        shape = fingers.shape[:fingers.ndim + axis - 1] + (-1,) + fingers.shape[fingers.ndim + axis + 1:]
+        return jnp.concatenate([per_level[0], fingers.reshape(shape)], axis=axis)
+    inverse = np.argsort(np.concatenate(order))  # level order -> joint order
+    return jnp.take(jnp.concatenate(per_level, axis=axis), inverse, axis=axis)
+
+
+# Hands per step of the skinning loop: the blended transforms of a chunk, (64, 12, 778) floats
+# = 2.4 MB, stay in cache instead of going through memory (measured fastest of 32..256 on CPU).
+SKIN_CHUNK = 64
+
+
+def skin(weights_t, transforms, points, translation=None):
+    """Linear blend skinning. weights_t (J, V) (model.weights_t), transforms (N, J, 3, 4),
+    points (N, 3, V) component-major, optional translation (N, 3) -> posed points (N, V, 3).
+
+    v_i = sum_k w_ik [R_k | t_k] [p_i; 1] (+ translation): the blended (N, 3, 4, V) transforms
+    are one matrix product (N 12, J) x (J, V), applied column by column as multiply-adds in the
+    same loop that writes (N, V, 3). Batches above SKIN_CHUNK go through a loop over chunks
+    (recomputed, not stored, for the gradient), so that the blended transforms never leave the
+    cache."""
+    n = transforms.shape[0]
+    if translation is None:
+        translation = jnp.zeros((n, 3), points.dtype)
+    if n <= SKIN_CHUNK:
+        return _skin_block(weights_t, transforms, points, translation)
+    full = n // SKIN_CHUNK * SKIN_CHUNK
+    chunks = lambda x: x[:full].reshape((-1, SKIN_CHUNK) + x.shape[1:])  # noqa: E731
+    step = jax.checkpoint(lambda block: _skin_block(weights_t, *block))
+    looped = jax.lax.map(step, (chunks(transforms), chunks(points), chunks(translation)))
+    looped = looped.reshape((full,) + looped.shape[2:])
+    if full == n:
+        return looped
+    rest = _skin_block(weights_t, transforms[full:], points[full:], translation[full:])
+    return jnp.concatenate([looped, rest])
+
+
+def _skin_block(weights_t, transforms, points, translation):
+    """`skin` of one block: (N, J, 3, 4), (N, 3, V), (N, 3) -> (N, V, 3)."""
+    n, j = transforms.shape[:2]
+    rows = jnp.swapaxes(transforms.reshape(n, j, 12), -1, -2)  # (N, 12, J)
+    blended = (rows @ weights_t).reshape(n, 3, 4, -1)
+    posed = (blended[:, :, 0] * points[:, 0:1] + blended[:, :, 1] * points[:, 1:2]
+             + blended[:, :, 2] * points[:, 2:3] + blended[:, :, 3])
+    return jnp.swapaxes(posed, -1, -2) + translation[:, None, :]
 
 
 def forward(
@@ -245,32 +353,43 @@ def forward(
     batch = local_rotations.shape[:-3]
     if betas.ndim < 1:
         raise ValueError(f"betas must have a last axis of shape values, got shape {betas.shape}")
+    if betas.shape[-1] > model.num_betas:
+        raise ValueError(f"betas has {betas.shape[-1]} values but the model has "
+                         f"{model.num_betas} shape directions")
     try:
         batch = jnp.broadcast_shapes(batch, betas.shape[:-1])
     except ValueError:
         raise ValueError(f"betas leading shape {betas.shape[:-1]} does not broadcast with the "
                          f"pose's {local_rotations.shape[:-3]}") from None
-    local_rotations = jnp.broadcast_to(local_rotations, batch + (NUM_JOINTS, 3, 3))
-    betas = jnp.broadcast_to(betas, batch + betas.shape[-1:])
-
-    v_shaped = shape_blend(model, betas)
-    rest_joints = jnp.einsum("jv,...vc->...jc", model.J_regressor, v_shaped)
-    v_posed = v_shaped + pose_blend(model, local_rotations)
-    _, skeleton, transforms = forward_kinematics(model.parents, local_rotations, rest_joints)
-    vertices = skin(model.weights, transforms, v_posed)
-
     if trans is not None:
         trans = jnp.asarray(trans, dtype)
         if trans.shape[-1:] != (3,):
             raise ValueError(f"trans must have shape (..., 3), got {trans.shape}")
-        vertices = vertices + trans[..., None, :]
-        skeleton = skeleton + trans[..., None, :]
+
+    # One flat batch axis N inside; the leading axes come back at the end.
+    n = int(np.prod(batch, dtype=np.int64))
+    local_rotations = jnp.broadcast_to(local_rotations, batch + (NUM_JOINTS, 3, 3))
+    local_rotations = local_rotations.reshape((n, NUM_JOINTS, 3, 3))
+    betas = jnp.broadcast_to(betas, batch + betas.shape[-1:]).reshape((n, -1))
+
+    if trans is not None:
+        trans = jnp.broadcast_to(trans, batch + (3,)).reshape((n, 3))
+
+    v_posed = blended_mesh(model, betas, local_rotations)  # (N, 3, V)
+    _, skeleton, transforms = forward_kinematics(model.parents, local_rotations,
+                                                 rest_joints(model, betas))
+    vertices = skin(model.weights_t, transforms, v_posed, trans)  # (N, V, 3)
+    if trans is not None:
+        skeleton = skeleton + trans[:, None, :]
 
     if joint_kind == "regressed":
-        joints16 = jnp.einsum("jv,...vc->...jc", model.J_regressor, vertices)
+        joints16 = jnp.einsum("jv,nvc->njc", model.J_regressor, vertices)
     else:
         joints16 = skeleton
-    joints = jnp.concatenate([joints16, vertices[..., tip_ids, :]], axis=-2)
+    joints = jnp.concatenate([joints16, _take(vertices, tip_ids, -2)], axis=-2)  # slices
+    vertices = vertices.reshape(batch + vertices.shape[-2:])
+    skeleton = skeleton.reshape(batch + skeleton.shape[-2:])
+    joints = joints.reshape(batch + joints.shape[-2:])
     if joint_order == "openpose":
-        joints = joints[..., MANO_TO_OPENPOSE, :]
+        joints = _take(joints, MANO_TO_OPENPOSE, -2)
     return MANOOutput(vertices=vertices, joints=joints, skeleton=skeleton)

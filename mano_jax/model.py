@@ -5,8 +5,11 @@ passed straight into `jax.jit`, `vmap`, `grad` and `pmap`. Every function that n
 takes it as an argument; nothing is hidden in module state.
 
 Array names are the official MANO pickle's keys (v_template, shapedirs, posedirs, J_regressor,
-weights, kintree_table, f, hands_components, hands_mean), with two conversions done once at load time: `J_regressor` is dense, and `kintree_table` becomes
-`parents` (a tuple with -1 for the root).
+weights, kintree_table, f, hands_components, hands_mean), with two conversions done once at load
+time: `J_regressor` is dense, and `kintree_table` becomes `parents` (a tuple with -1 for the root).
+A model also carries three arrays derived from those (`derived_arrays`), in the layout the forward
+pass multiplies with; they are recomputed whenever a model is constructed, including by
+`dataclasses.replace`, so they always match the official arrays.
 """
 from __future__ import annotations
 
@@ -63,7 +66,40 @@ def float_dtype():
     return jnp.zeros((), dtype=float).dtype
 
 
-@jax.tree_util.register_dataclass
+def derived_arrays(v_template, shapedirs, posedirs, J_regressor, weights) -> dict:
+    """The arrays the forward pass multiplies with, derived once from the official ones.
+
+    With V vertices, S shape directions and x, y, z the vertex coordinates:
+      blend_basis: (1 + S + 135, 3 V) the rows [v_template; shapedirs; posedirs], each a (3, V)
+        block flattened component-major (every x, then every y, then every z), so that
+        [1, beta, vec(R_1..15 - I)] @ blend_basis is the shaped and pose-corrected mesh
+        v_template + S beta + P vec(R - I) in one matrix product.
+      joint_basis: (1 + S, 48) the rows [J_regressor v_template; J_regressor shapedirs], each a
+        flattened (16, 3): [1, beta] @ joint_basis are the rest joints J_regressor (T + S beta)
+        without computing the mesh first.
+      weights_t: (16, V) the skinning weights transposed.
+    Products are evaluated at the highest precision of the arrays' dtype.
+    """
+    num_vertices, num_betas = shapedirs.shape[0], shapedirs.shape[-1]
+    hi = jax.lax.Precision.HIGHEST
+    rows = jnp.concatenate([v_template.T[None], jnp.transpose(shapedirs, (2, 1, 0)),
+                            jnp.transpose(posedirs, (2, 1, 0))], axis=0)  # (1 + S + 135, 3, V)
+    joints = jnp.einsum("jv,rvc->rjc", J_regressor,
+                        jnp.concatenate([v_template[None], jnp.moveaxis(shapedirs, -1, 0)]),
+                        precision=hi)  # (1 + S, 16, 3)
+    return {
+        "blend_basis": rows.reshape(1 + num_betas + NUM_POSE_FEATURES, 3 * num_vertices),
+        "joint_basis": joints.reshape(1 + num_betas, 3 * J_regressor.shape[0]),
+        "weights_t": weights.T,
+    }
+
+
+_OFFICIAL = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "faces",
+             "hands_components", "hands_mean")
+_DERIVED = ("blend_basis", "joint_basis", "weights_t")
+_STATIC = ("parents", "side")
+
+
 @dataclasses.dataclass(frozen=True)
 class MANOModel:
     """A MANO hand model. Units are metres; vertex and joint indices follow the official file.
@@ -80,6 +116,10 @@ class MANOModel:
       hands_mean: (45,) mean finger pose, axis-angle.
       parents: static tuple of 16 parent indices, -1 for the root.
       side: static "right" or "left".
+      blend_basis, joint_basis, weights_t: derived at construction, see `derived_arrays`.
+
+    The pytree's leaves are the official arrays and the derived ones; unflattening (inside jit,
+    vmap, tree.map) does not recompute the derived arrays, constructing does.
     """
 
     v_template: jax.Array
@@ -92,6 +132,15 @@ class MANOModel:
     hands_mean: jax.Array
     parents: tuple = dataclasses.field(default=MANO_PARENTS, metadata=dict(static=True))
     side: str = dataclasses.field(default="right", metadata=dict(static=True))
+    blend_basis: jax.Array = dataclasses.field(init=False, repr=False)
+    joint_basis: jax.Array = dataclasses.field(init=False, repr=False)
+    weights_t: jax.Array = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self):
+        derived = derived_arrays(self.v_template, self.shapedirs, self.posedirs,
+                                 self.J_regressor, self.weights)
+        for name in _DERIVED:
+            object.__setattr__(self, name, derived[name])
 
     @property
     def num_betas(self) -> int:
@@ -100,6 +149,25 @@ class MANOModel:
     @property
     def num_vertices(self) -> int:
         return self.v_template.shape[0]
+
+
+def _flatten_with_keys(model: MANOModel):
+    leaves = tuple((jax.tree_util.GetAttrKey(name), getattr(model, name))
+                   for name in _OFFICIAL + _DERIVED)
+    return leaves, tuple(getattr(model, name) for name in _STATIC)
+
+
+def _unflatten(static, leaves) -> MANOModel:
+    """Rebuilds a model from its leaves as they are (no recomputation of the derived arrays)."""
+    model = object.__new__(MANOModel)
+    for name, value in zip(_OFFICIAL + _DERIVED, leaves):
+        object.__setattr__(model, name, value)
+    for name, value in zip(_STATIC, static):
+        object.__setattr__(model, name, value)
+    return model
+
+
+jax.tree_util.register_pytree_with_keys(MANOModel, _flatten_with_keys, _unflatten)
 
 
 def model_from_arrays(arrays: dict, side: str, *, source: str = "model") -> MANOModel:

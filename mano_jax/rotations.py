@@ -40,9 +40,20 @@ def axis_angle_to_matrix(axis_angle):
     half_sin = jnp.sin(0.5 * theta)
     a = jnp.where(small, 1.0 - theta_sq / 6.0 + theta_sq**2 / 120.0, jnp.sin(theta) / theta)
     b = jnp.where(small, 0.5 - theta_sq / 24.0 + theta_sq**2 / 720.0, 2.0 * half_sin**2 / safe_sq)
-    k = skew(axis_angle)
-    eye = jnp.eye(3, dtype=axis_angle.dtype)
-    return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)
+    return jnp.eye(3, dtype=axis_angle.dtype) + _rotation_minus_identity(axis_angle, a, b)
+
+
+def _rotation_minus_identity(v, a, b):
+    """a K + b K^2 for K = skew(v), written out entry by entry (one elementwise expression; a
+    batched 3 x 3 matmul for K^2 is a separate, slower op on CPU). v: (..., 3); a, b: (...)."""
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    xy, xz, yz = x * y, x * z, y * z
+    xx, yy, zz = x * x, y * y, z * z
+    ax, ay, az = a * x, a * y, a * z
+    rows = [[-b * (yy + zz), b * xy - az, b * xz + ay],
+            [b * xy + az, -b * (xx + zz), b * yz - ax],
+            [b * xz - ay, b * yz + ax, -b * (xx + yy)]]
+    return jnp.stack([jnp.stack(row, -1) for row in rows], -2)
 
 
 def matrix_to_quaternion(matrix):
