@@ -177,7 +177,8 @@ def train_and_evaluate(config, workdir: str, source=None) -> dict:
         runs.write_config_record(workdir, *source)
     settings = pipeline.settings_from_config(config.pipeline)
     # The synthetic set generated on first use; process 0 builds first, other hosts wait.
-    sources = registry.build_from_config(config)
+    run_sources = registry.sources_from_config(config)  # the synthetic set made once, here
+    sources = registry.build(run_sources)
 
     model_pmap = models.build_model(config.model, bn_axis_name="batch" if config.parallel == "pmap"
                                     else None, half_precision=config.half_precision)
@@ -203,7 +204,7 @@ def train_and_evaluate(config, workdir: str, source=None) -> dict:
                                     global_batch_size=config.batch_size, train=True,
                                     seed=config.seed, start_batch=start_step)
     evaluator = evaluation.Evaluator(model_pmap.clone(bn_axis_name=None), mano_model)
-    eval_builder, = registry.build_from_config(config, [config.data.eval_source])
+    eval_builder, = registry.build(run_sources, [config.data.eval_source])
 
     def eval_batches():
         return pipeline.make_dataset(eval_builder, config.data.eval_split, config=settings,

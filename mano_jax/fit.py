@@ -59,7 +59,7 @@ from mano_jax import rotations
 from mano_jax.camera import project_pinhole
 from mano_jax.fit_checks import (NUM_KEYPOINTS, as_float_array, check_intrinsics, check_model,
                                  check_options, check_weights)
-from mano_jax.lbs import MANO_TO_OPENPOSE, forward, shape_blend
+from mano_jax.lbs import MANO_TO_OPENPOSE, forward, rest_joints
 from mano_jax.model import NUM_JOINTS, MANOModel
 
 # Palm joints in MANO-with-tips order: wrist, index MCP, middle MCP, pinky MCP, ring MCP, thumb
@@ -305,7 +305,7 @@ def _local_rotations(model, rot_delta, rot_init, fingers):
 
 def _rest_wrist(model, betas):
     """J_0(betas), the rest wrist joint and pivot of the global rotation: (..., S) -> (..., 3)."""
-    return jnp.einsum("v,...vc->...c", model.J_regressor[0], shape_blend(model, betas))
+    return rest_joints(model, betas)[..., 0, :]
 
 
 def _joints(model, local_r, betas, wrist, *, tips, joint_kind, joint_order):
