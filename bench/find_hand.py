@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.machine import cpu_model
 from hiu_jax import inference, runs
-from hiu_jax.geometry import cameras
+from hiu_jax.geometry import projection
 
 KEYPOINTS = ("joints_2d", "keypoints_heatmap")  # the mesh's joints (written), the heat maps'
 
@@ -37,7 +37,7 @@ def true_keypoints(images_dir: str, num: int) -> np.ndarray:
         K = np.asarray(json.load(f)[:num], np.float64)
     with open(os.path.join(images_dir, "evaluation_xyz.json")) as f:
         xyz = np.asarray(json.load(f)[:num], np.float64)
-    return np.asarray(cameras.project_pinhole(K, xyz, xp=np), np.float64)
+    return np.asarray(projection.project_pinhole(K, xyz, xp=np), np.float64)
 
 
 def recentred(box, like) -> np.ndarray:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hiu_jax import render  # noqa: E402
+from hiu_jax.geometry import projection  # noqa: E402
 
 
 from bench.machine import cpu_model  # noqa: E402
@@ -99,7 +100,7 @@ def main():
     for size in (64, 128):
         K = jnp.asarray([[500.0 * size / 224, 0.0, size / 2], [0.0, 500.0 * size / 224, size / 2],
                          [0.0, 0.0, 1.0]])
-        uv = render.project_perspective(jnp.asarray(vertices), K)
+        uv = projection.project_pinhole(K, jnp.asarray(vertices))
         target = (render.soft_silhouette(uv, faces, size, size, 1.0) > 0.5).astype(jnp.float32)
         forward = jax.jit(lambda uv, s=size: render.soft_silhouette(uv, faces, s, s, 1.0))
         loss = lambda uv, s=size: jnp.mean(  # noqa: E731

@@ -53,7 +53,7 @@ OUTPUT_SCHEMA = {
     "mask": (("crop", "crop", 1), tf.float32, "1 = hand, 0 = background (all 0 if not has_mask)"),
     "heatmaps": (("hm", "hm", NUM_JOINTS), tf.float32,
                  "exp(-d^2 / 2 sigma^2), peak 1 at the keypoint (heat-map coords, see "
-                 "hiu_jax.geometry.cameras.crop_to_heatmap); all 0 for joints with "
+                 "hiu_jax.geometry.crops.crop_to_heatmap); all 0 for joints with "
                  "keypoint_visibility 0"),
     "keypoints_2d": ((NUM_JOINTS, 2), tf.float32, "u, v crop pixels; 0 if not has_2d"),
     "keypoint_visibility": ((NUM_JOINTS,), tf.float32,

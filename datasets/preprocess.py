@@ -7,10 +7,10 @@ N-pixel crop covers [-0.5, N - 0.5]):
 - A 3D point X (camera frame, metres) becomes X' = R X with R = R_z(theta) @ M, where M =
   diag(-1, 1, 1) mirrors left hands to right hands (M = I otherwise) and R_z(theta) rotates about
   the optical axis. The image is warped by the affine A = S @ K @ R @ K^-1, where S is the crop's
-  scale + translation (cameras.crop_matrix), and the crop's intrinsics are K' = S @ K; so
+  scale + translation (crops.crop_matrix), and the crop's intrinsics are K' = S @ K; so
   proj(K' X') = A proj(K X) exactly: the warped image, the warped 2D labels and the rotated 3D
   labels agree.
-- Heat maps (size M) cover the same area as the crop (size N): cameras.crop_to_heatmap.
+- Heat maps (size M) cover the same area as the crop (size N): crops.crop_to_heatmap.
 
 Backends (Knobs.xla): False runs preprocess as a TF graph and warps with
 tf.raw_ops.ImageProjectiveTransformV3; True warps by gathers (warps.warp_bilinear) and runs
@@ -32,7 +32,8 @@ import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 
 from datasets import augment, schema, targets
-from hiu_jax.geometry import cameras, warps
+from hiu_jax.geometry import crops, projection, warps
+from mano_jax import rotations
 
 LEFT = schema.HAND_SIDES.index("left")  # ClassLabel id of a left hand (1)
 SAMPLE_ID_BYTES = 64  # the output's sample_id: UTF-8, zero-padded to this many bytes
@@ -123,13 +124,6 @@ KNOB_NAMES = tuple(f.name for f in dataclasses.fields(Knobs))
 # Geometry (pure TF functions; float32)
 
 
-def rotation_z(theta):
-    """theta () radians -> R_z (3, 3) float32, rotating x towards y about the optical axis."""
-    c, s = tf.cos(theta), tf.sin(theta)
-    zero, one = tf.zeros_like(c), tf.ones_like(c)
-    return tf.stack([tf.stack([c, -s, zero]), tf.stack([s, c, zero]), tf.stack([zero, zero, one])])
-
-
 def mirror_x(mirror):
     """mirror () bool -> diag(-1, 1, 1) if mirror else I, (3, 3) float32."""
     sx = tf.where(mirror, -1.0, 1.0)
@@ -139,21 +133,10 @@ def mirror_x(mirror):
 def compose_z_rotation(axis_angle, theta):
     """Axis-angle (3,) of R_z(theta) @ Rodrigues(axis_angle), via quaternions (stable at 0 and
     pi); the result has angle in [0, pi]. float32."""
-    angle = tf.norm(axis_angle)
-    half = 0.5 * angle
-    # sin(half) / angle, with its limit 1/2 at angle -> 0.
-    k = tf.where(angle > 1e-6, tf.sin(half) / tf.maximum(angle, 1e-12), 0.5 - angle**2 / 48.0)
-    w1, v1 = tf.cos(half), axis_angle * k
-    cz, sz = tf.cos(0.5 * theta), tf.sin(0.5 * theta)
-    vz = tf.stack([0.0, 0.0, 1.0]) * sz
-    w = cz * w1 - tf.reduce_sum(vz * v1)
-    v = cz * v1 + w1 * vz + tf.linalg.cross(vz, v1)
-    sign = tf.where(w < 0, -1.0, 1.0)
-    w, v = w * sign, v * sign
-    n = tf.norm(v)
-    new_angle = 2.0 * tf.atan2(n, w)
-    scale = tf.where(n > 1e-7, new_angle / tf.maximum(n, 1e-12), 2.0 / tf.maximum(w, 1e-12))
-    return v * scale
+    q_z = tf.stack([tf.cos(0.5 * theta), 0.0, 0.0, tf.sin(0.5 * theta)])  # R_z(theta)
+    q = rotations.quaternion_multiply(q_z, rotations.axis_angle_to_quaternion(axis_angle, xp=tnp),
+                                      xp=tnp)
+    return rotations.quaternion_to_axis_angle(q, xp=tnp)
 
 
 def _mask_box(mask):
@@ -193,7 +176,7 @@ def hand_box(keypoints_2d, visibility, has_2d, mask, has_mask, bbox, has_bbox, i
     image_hi = tf.stack([image_hw[1], image_hw[0]]) - 0.5
     lo = tf.where(use_kp, kp_lo, tf.where(use_mask, m_lo, tf.where(has_bbox, bbox[:2], image_lo)))
     hi = tf.where(use_kp, kp_hi, tf.where(use_mask, m_hi, tf.where(has_bbox, bbox[2:], image_hi)))
-    return cameras.box_center_size(lo, hi, xp=tnp)
+    return crops.box_center_size(lo, hi, xp=tnp)
 
 
 def warp_projective(image, A_inv, crop_size: int):
@@ -211,7 +194,7 @@ def sampled_region(A_inv, crop_size: int, image_hw):
     x, y in 0..N-1 (an affine map's extremes are at the corners), clipped to the image and at
     least one pixel wide. Returns (x0, y0, x1, y1) int32."""
     n = crop_size - 1.0
-    corners = cameras.apply_affine(A_inv, tf.constant([[0.0, 0.0], [n, 0.0], [0.0, n], [n, n]]),
+    corners = crops.apply_affine(A_inv, tf.constant([[0.0, 0.0], [n, 0.0], [0.0, n], [n, n]]),
                                    xp=tnp)
     low = tf.cast(tf.floor(tf.reduce_min(corners, 0)), tf.int32)
     high = tf.cast(tf.floor(tf.reduce_max(corners, 0)), tf.int32) + 2
@@ -277,20 +260,20 @@ def _crop_and_targets(image, mask, ex: dict, draws: dict, knobs: Knobs, train: b
                            tf.stack([0.0, f_stand_in, (H - 1.0) / 2.0]),
                            tf.constant([0.0, 0.0, 1.0])])
     K = tf.where(flags["has_intrinsics"], ex["K"], K_stand_in)
-    side = cameras.hand_crop_side(size, knobs.crop_padding, knobs.min_box_size, xp=tnp)
+    side = crops.hand_crop_side(size, knobs.crop_padding, knobs.min_box_size, xp=tnp)
     side, theta, shift, flip = augment.crop_jitter(draws["geometry"], side, knobs, train)
     is_left = ex["is_left"]
     mirror = tf.math.logical_xor(is_left, flip)
 
-    R = rotation_z(theta) @ mirror_x(mirror)  # 3D: X -> R X
+    R = rotations.rotation_z(theta, xp=tnp) @ mirror_x(mirror)  # 3D: X -> R X
     B = K @ R @ tf.linalg.inv(K)  # the same map on the image (affine)
-    center = cameras.apply_affine(B, center[None], xp=tnp)[0] + shift
-    S = cameras.crop_matrix(center, side, N, xp=tnp)
+    center = crops.apply_affine(B, center[None], xp=tnp)[0] + shift
+    S = crops.crop_matrix(center, side, N, xp=tnp)
     A = S @ B
     K_out = S @ K
 
     # Image and mask in one bilinear warp; the warp maps OUTPUT pixels to INPUT pixels: A^-1.
-    A_inv = cameras.invert_affine(A, xp=tnp)
+    A_inv = crops.invert_affine(A, xp=tnp)
     if xla:
         stack = tf.concat([tf.cast(image, f32) / 255.0, tf.cast(mask, f32)], -1)
         warped = warps.warp_bilinear(stack, A_inv, N, xp=tnp)
@@ -306,10 +289,10 @@ def _crop_and_targets(image, mask, ex: dict, draws: dict, knobs: Knobs, train: b
 
     # 2D labels.
     kp2d, vis = ex["keypoints_2d"], ex["keypoint_visibility"]
-    kp_out = cameras.apply_affine(A, kp2d, xp=tnp) * tf.cast(flags["has_2d"], f32)
+    kp_out = crops.apply_affine(A, kp2d, xp=tnp) * tf.cast(flags["has_2d"], f32)
     inside = tf.reduce_all((kp_out >= -0.5) & (kp_out <= N - 0.5), axis=-1)
     vis_out = vis * tf.cast(inside, f32)
-    heatmaps = targets.gaussian_heatmaps(cameras.crop_to_heatmap(kp_out, N, Mh), vis_out, Mh,
+    heatmaps = targets.gaussian_heatmaps(crops.crop_to_heatmap(kp_out, N, Mh), vis_out, Mh,
                                          knobs.heatmap_sigma)
 
     # 3D labels.
@@ -325,7 +308,7 @@ def _crop_and_targets(image, mask, ex: dict, draws: dict, knobs: Knobs, train: b
 
     pof_valid = has_3d & flags["has_intrinsics"]
     safe_xyz = tf.where(pof_valid, xyz, tf.ones_like(xyz))  # no division by z = 0
-    joints_hm = cameras.crop_to_heatmap(cameras.project_pinhole(K_out, safe_xyz, xp=tnp), N, Mh)
+    joints_hm = crops.crop_to_heatmap(projection.project_pinhole(K_out, safe_xyz, xp=tnp), N, Mh)
     pof, pof_weight = targets.part_orientation_fields(joints_hm, xyz, pof_valid, Mh,
                                                       knobs.pof_width)
 

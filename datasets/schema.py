@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from hiu_jax.geometry import cameras
+from hiu_jax.geometry import projection
 
 NUM_JOINTS = 21
 NUM_VERTICES = 778
@@ -171,12 +171,12 @@ def check_finite(name: str, arr, where: str) -> np.ndarray:
 
 
 def check_K(K, where: str) -> np.ndarray:
-    """K (3, 3) valid pinhole intrinsics (hiu_jax.geometry.cameras.check_intrinsics: finite,
+    """K (3, 3) valid pinhole intrinsics (hiu_jax.geometry.projection.check_intrinsics: finite,
     fx, fy > 0, last row [0, 0, 1] within 1e-6, non-singular), else BadRecordError naming
     `where`. Returns K as float32."""
     K = check_finite("K", check_shape("K", K, (3, 3), where), where)
     try:
-        cameras.check_intrinsics(K)
+        projection.check_intrinsics(K)
     except ValueError as e:
         raise BadRecordError(where, str(e)) from None
     return K
@@ -225,9 +225,9 @@ def check_near_image(name: str, uv, visible, image_hw, where: str) -> np.ndarray
 
 
 def project(K: np.ndarray, xyz: np.ndarray) -> np.ndarray:
-    """2D labels: the pinhole projection (hiu_jax.geometry.cameras.project_pinhole) in float64.
+    """2D labels: the pinhole projection (hiu_jax.geometry.projection.project_pinhole) in float64.
     K (3, 3), xyz (N, 3) metres -> uv (N, 2) float32 pixels."""
-    return np.asarray(cameras.project_pinhole(K.astype(np.float64), xyz.astype(np.float64),
+    return np.asarray(projection.project_pinhole(K.astype(np.float64), xyz.astype(np.float64),
                                               xp=np), np.float32)
 
 

@@ -1,7 +1,7 @@
 """Training targets at heat-map resolution: Gaussian heat maps and Part Orientation Fields (POF).
 
 Pure TF functions (float32), used by datasets/preprocess.py. Coordinates are heat-map pixels
-(hiu_jax.geometry.cameras.crop_to_heatmap maps crop pixels onto them); pixel (c, r) has its
+(hiu_jax.geometry.crops.crop_to_heatmap maps crop pixels onto them); pixel (c, r) has its
 centre at (c, r). Bones and their order: hiu_jax.geometry.skeleton.BONES (POF channel 3 b + k
 is axis k of bone b).
 """

@@ -22,7 +22,7 @@ from flax import jax_utils
 from tqdm import tqdm
 
 from hiu_jax import metrics, scorers, visualize
-from hiu_jax.geometry import cameras
+from hiu_jax.geometry import crops
 
 # What is kept per sample: prediction name -> network output, and ground truth -> batch key.
 PREDICTIONS = ("joints_3d", "vertices", "joints_2d", "cam", "keypoints_heatmap", "global_rotmat",
@@ -46,7 +46,7 @@ def predict_fn(model):
         crop, m = images.shape[1], out["heatmaps"][-1].shape[1]
         return {"joints_3d": out["joints_3d"], "vertices": out["vertices"],
                 "joints_2d": out["joints_2d"], "cam": out["cam"][-1],
-                "keypoints_heatmap": cameras.heatmap_to_crop(out["keypoints_hm"], crop, m),
+                "keypoints_heatmap": crops.heatmap_to_crop(out["keypoints_hm"], crop, m),
                 "global_rotmat": out["mano_rotmats"][:, 0], "mano_pose": out["mano_pose"],
                 "mano_betas": out["mano_betas"],
                 "mask_prob": jax.nn.sigmoid(out["mask_logits"][-1][..., 0])}

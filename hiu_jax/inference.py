@@ -1,7 +1,7 @@
 """Inference on whole images: the crop around the hand (given, the whole image, or found by a
 first pass), the model's predictions on it, and the record infer.py writes per image.
 
-The crop follows the pipeline's rule (hiu_jax.geometry.cameras: `box_center_size`,
+The crop follows the pipeline's rule (hiu_jax.geometry.projection / geometry.crops: `box_center_size`,
 `hand_crop_side`, `crop_matrix`): a square of side crop_padding * max(box width, box height),
 at least min_box_size, centred on the hand box, resized to the model's crop size. Pixel
 convention as in hiu_jax/geometry: the pixel in column c, row r has its centre at (c, r).
@@ -23,8 +23,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from hiu_jax import evaluation
-from hiu_jax.geometry import cameras, skeleton, warps
-from hiu_jax.geometry.cameras import PROJECTION_REF
+from hiu_jax.geometry import crops, skeleton, warps
+from hiu_jax.geometry.projection import PROJECTION_REF
 from hiu_jax.runs import UserError
 
 BOX_SOURCES = ("given", "full image", "found")
@@ -86,15 +86,15 @@ def crop_for(image_hw, box, config) -> tuple[np.ndarray, np.ndarray, float]:
         center, side = np.array([(w - 1) / 2.0, (h - 1) / 2.0]), float(max(h, w))
     else:
         box = np.asarray(box, np.float64)
-        center, size = cameras.box_center_size(box[:2], box[2:])
-        side = float(cameras.hand_crop_side(size, float(config.pipeline.crop_padding),
+        center, size = crops.box_center_size(box[:2], box[2:])
+        side = float(crops.hand_crop_side(size, float(config.pipeline.crop_padding),
                                             float(config.pipeline.min_box_size)))
-    return cameras.crop_matrix(center, side, int(config.crop_size)), center, side
+    return crops.crop_matrix(center, side, int(config.crop_size)), center, side
 
 
 def crop_to_image(points, S) -> np.ndarray:
     """Crop pixel coordinates (..., 2) -> image pixels (..., 2) by S^-1."""
-    return cameras.apply_affine(cameras.invert_affine(np.asarray(S, np.float64)),
+    return crops.apply_affine(crops.invert_affine(np.asarray(S, np.float64)),
                                 np.asarray(points, np.float64))
 
 

@@ -57,7 +57,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from hiu_jax import loss_registry, render
-from hiu_jax.geometry.cameras import PROJECTION_REF, crop_to_heatmap, heatmap_to_crop
+from hiu_jax.geometry import projection
+from hiu_jax.geometry.crops import crop_to_heatmap, heatmap_to_crop
 from hiu_jax.geometry.skeleton import NUM_BONES
 from hiu_jax.loss_registry import level_weights, ramp_factor, register, validate_loss_config
 from hiu_jax.keypoint_maps import bone_directions, bone_regions, pooled_bone_vectors, soft_argmax
@@ -229,33 +230,12 @@ def keypoints_2d_l1(outputs, batch, cfg):
                       "iterations", one)
 
 
-def weak_perspective_fit(joints_3d, keypoints_2d, visibility, crop_size: int):
-    """The least-squares weak-perspective camera of the labels: (B, 3) = (s, tx, ty) minimising
-    sum_j vis_j |crop_camera_projection(X_j) - uv_j|^2 (models.py's convention), with
-    X root-relative metres (B, 21, 3) and uv crop pixels (B, 21, 2). Closed form: with
-    a = N / 2, b = a / PROJECTION_REF and visibility-weighted means, s = cov(X_xy, uv) /
-    (b var(X_xy)) and t = (mean(uv) - a - b s mean(X_xy)) / a. Also returns a (B,) validity
-    mask: False where fewer than two distinct visible points pin the scale."""
-    a = 0.5 * crop_size
-    b = a / PROJECTION_REF
-    w = visibility / jnp.maximum(jnp.sum(visibility, -1, keepdims=True), 1e-9)
-    x, uv = joints_3d[..., :2], keypoints_2d
-    xm = jnp.sum(w[..., None] * x, -2, keepdims=True)
-    um = jnp.sum(w[..., None] * uv, -2, keepdims=True)
-    var = jnp.sum(w * jnp.sum((x - xm) ** 2, -1), -1)
-    cov = jnp.sum(w * jnp.sum((x - xm) * (uv - um), -1), -1)
-    valid = var > 1e-8  # metres^2: at least two visible joints a tenth of a mm apart
-    s = cov / (b * jnp.where(valid, var, 1.0))
-    t = (um[..., 0, :] - a - b * s[..., None] * xm[..., 0, :]) / a
-    return jnp.concatenate([s[..., None], t], -1), valid
-
-
 @register("camera", flag=("has_2d", "has_3d"))
 def camera_mse(outputs, batch, cfg):
     """sum_iters w_i |cam_pred - cam_fit|^2 with cam_fit = weak_perspective_fit of the labels
     (no gradient). It keeps the projection's scale from collapsing towards the hand's centre
     while the 3D pose is still wrong (HAMR's camera loss). 0 where the fit is undefined."""
-    target, valid = weak_perspective_fit(batch["joints_3d"], batch["keypoints_2d"],
+    target, valid = projection.weak_perspective_fit(batch["joints_3d"], batch["keypoints_2d"],
                                          batch["keypoint_visibility"], crop_size_of(batch))
     target = jax.lax.stop_gradient(target)
 

@@ -21,7 +21,7 @@ deviations (0 = unbounded).
 Design decisions where the paper is silent are listed in docs/architecture.md ("The network").
 Every size is a config field; `configs/` holds the full (ResNet-50 body per stack) and tiny sizes.
 
-Projection: the weak-perspective crop camera of hiu_jax.geometry.cameras.crop_camera_projection,
+Projection: the weak-perspective crop camera of hiu_jax.geometry.projection.crop_camera_projection,
     uv = crop/2 * (1 + t + s * X_xy / PROJECTION_REF)
 in crop pixels, with X root-relative in metres and PROJECTION_REF = 0.1 m, so s ~ 1 makes a 0.1 m
 offset span half the crop.
@@ -40,7 +40,7 @@ import mano_jax
 from hiu_jax import keypoint_maps
 from hiu_jax.config_blocks import check_keys
 from hiu_jax.geometry import skeleton
-from hiu_jax.geometry.cameras import PROJECTION_REF, crop_camera_projection
+from hiu_jax.geometry.projection import PROJECTION_REF, crop_camera_projection
 from mano_jax import lbs, rotations
 
 NUM_KEYPOINTS = skeleton.NUM_KEYPOINTS

@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import mano_jax
-from hiu_jax import losses, metrics
+from hiu_jax import metrics
+from hiu_jax.geometry import projection
 from hiu_jax.geometry import skeleton
 from mano_jax import rotations
 
@@ -501,7 +502,7 @@ def camera_scale(s: Samples) -> Scored:
     fit_ok = sel & s.has_3d
     if fit_ok.any():
         crop = s.p["gt_mask"].shape[1]  # the crop's masks are at the crop's size
-        fit, valid = losses.weak_perspective_fit(
+        fit, valid = projection.weak_perspective_fit(
             jnp.asarray(s.p["gt_joints_3d"][fit_ok]), jnp.asarray(s.p["gt_keypoints_2d"][fit_ok]),
             jnp.asarray(s.p["gt_keypoint_visibility"][fit_ok]), crop)
         fit, valid = np.asarray(fit), np.asarray(valid)

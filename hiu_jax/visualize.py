@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hiu_jax import render
-from hiu_jax.geometry import cameras, warps
-from hiu_jax.geometry.cameras import PROJECTION_REF
+from hiu_jax.geometry import crops, warps
+from hiu_jax.geometry.projection import PROJECTION_REF
 from hiu_jax.geometry.skeleton import BONES
 
 FINGER_COLOURS = ((230, 60, 60), (240, 150, 40), (60, 180, 75), (50, 120, 230), (150, 80, 200))
@@ -52,7 +52,7 @@ def overlay_mask(image, mask, colour=(0.1, 0.8, 0.3), alpha: float = 0.45):
 
 
 def weak_perspective_camera(cam, crop_size: int):
-    """The pinhole camera (K (3, 3), depth) that reproduces geometry.cameras.crop_camera_projection
+    """The pinhole camera (K (3, 3), depth) that reproduces geometry.projection.crop_camera_projection
     for root-relative points placed MESH_DISTANCE metres in front of it."""
     s, tx, ty = (float(c) for c in cam)
     f = 0.5 * crop_size * s / PROJECTION_REF * MESH_DISTANCE
@@ -94,7 +94,7 @@ def display_panel(crop, pred: dict, faces, size: int) -> np.ndarray:
     the keypoints pred["joints_2d"] (21, 2) crop pixels moved to the resized grid (the
     weak-perspective camera is relative to the crop size, so it needs no change); pred also
     holds "mask_prob", "vertices", "cam". -> (size, 3 size, 3) in [0, 1]."""
-    kp = cameras.crop_to_heatmap(np.asarray(pred["joints_2d"], np.float64), crop.shape[0], size)
+    kp = crops.crop_to_heatmap(np.asarray(pred["joints_2d"], np.float64), crop.shape[0], size)
     return panel(resize(crop, size, size), kp, pred["mask_prob"], pred["vertices"], faces,
                  pred["cam"])
 
@@ -111,13 +111,13 @@ def overlay_image(image, S, crop, pred, faces, display: int = 256) -> np.ndarray
     n = crop.shape[0]
     d = max(display, n)
     row = display_panel(crop, pred, faces, d)
-    to_image = cameras.invert_affine(np.asarray(S, np.float64))
-    corners = cameras.apply_affine(to_image, np.array([[-0.5, -0.5], [n - 0.5, n - 0.5]]))
-    view = cameras.crop_matrix(corners.mean(0), OVERLAY_CONTEXT * (corners[1, 0] - corners[0, 0]),
+    to_image = crops.invert_affine(np.asarray(S, np.float64))
+    corners = crops.apply_affine(to_image, np.array([[-0.5, -0.5], [n - 0.5, n - 0.5]]))
+    view = crops.crop_matrix(corners.mean(0), OVERLAY_CONTEXT * (corners[1, 0] - corners[0, 0]),
                                d)
-    kp = cameras.apply_affine(to_image, np.asarray(pred["joints_2d"], np.float64))
-    left = draw_skeleton(warps.crop_image(image, view, d), cameras.apply_affine(view, kp))
+    kp = crops.apply_affine(to_image, np.asarray(pred["joints_2d"], np.float64))
+    left = draw_skeleton(warps.crop_image(image, view, d), crops.apply_affine(view, kp))
     canvas = Image.fromarray(to_uint8(left))
-    (x0, y0), (x1, y1) = cameras.apply_affine(view, corners)
+    (x0, y0), (x1, y1) = crops.apply_affine(view, corners)
     ImageDraw.Draw(canvas).rectangle([x0, y0, x1, y1], outline=(255, 255, 0), width=2)
     return np.concatenate([np.asarray(canvas, np.float32) / 255.0, row], axis=1)

@@ -19,4 +19,3 @@ from mano_jax import rotations
 from mano_jax.lbs import MANOOutput, TIP_PRESETS, forward
 from mano_jax.procedural import procedural_model
 from mano_jax.io import load_model, save_npz, save_pkl
-from mano_jax.fit import FitResult, fit, fit_to_joints_3d, fit_to_keypoints_2d

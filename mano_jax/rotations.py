@@ -1,8 +1,12 @@
 """Rotation conversions: axis-angle, rotation matrices, unit quaternions and the 6D representation.
+The project's one home for rotation maths (the network, the losses, the metrics and the input
+pipeline's augmentation take them from here).
 
 All functions are pure, batched over any leading axes, and have finite values and gradients
 everywhere, including exactly zero rotation (the Taylor branches use the "double where" so that
-the untaken branch never produces a NaN gradient).
+the untaken branch never produces a NaN gradient). Those with an `xp` argument (the array
+namespace: jax.numpy by default, numpy, or tensorflow.experimental.numpy for tf.data) use only
+operations the three share.
 """
 from __future__ import annotations
 
@@ -87,27 +91,47 @@ def matrix_to_quaternion(matrix):
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
-def quaternion_multiply(a, b):
+def rotation_z(theta, *, xp=jnp):
+    """theta (...) radians -> R_z (..., 3, 3), rotating x towards y about the z (optical) axis."""
+    c, s = xp.cos(theta), xp.sin(theta)
+    zero, one = xp.zeros_like(c), xp.ones_like(c)
+    return xp.stack([xp.stack([c, -s, zero], -1), xp.stack([s, c, zero], -1),
+                     xp.stack([zero, zero, one], -1)], -2)
+
+
+def axis_angle_to_quaternion(axis_angle, *, xp=jnp):
+    """Axis-angle (..., 3) radians -> unit quaternions (..., 4) as (w, x, y, z):
+    (cos(t / 2), sin(t / 2) axis), t = |axis_angle|; Taylor series below t = 1e-6."""
+    theta_sq = xp.sum(axis_angle * axis_angle, axis=-1)
+    small = theta_sq < 1e-12
+    theta = xp.sqrt(xp.where(small, 1.0, theta_sq))
+    # sin(t / 2) / t and cos(t / 2), with their limits 1/2 and 1 at t -> 0.
+    k = xp.where(small, 0.5 - theta_sq / 48.0, xp.sin(0.5 * theta) / theta)
+    w = xp.where(small, 1.0 - theta_sq / 8.0, xp.cos(0.5 * theta))
+    return xp.concatenate([w[..., None], axis_angle * k[..., None]], -1)
+
+
+def quaternion_multiply(a, b, *, xp=jnp):
     """Hamilton product a b of quaternions (..., 4) as (w, x, y, z); broadcasts; not normalised.
 
     For unit quaternions, a b is the rotation b followed by a."""
     aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
     bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return jnp.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+    return xp.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
                       aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw],
                      -1)
 
 
-def quaternion_to_axis_angle(quaternion):
+def quaternion_to_axis_angle(quaternion, *, xp=jnp):
     """Unit quaternions (..., 4) as (w, x, y, z) -> axis-angle (..., 3), angle in [0, pi]."""
-    q = jnp.where(quaternion[..., :1] < 0, -quaternion, quaternion)
+    q = xp.where(quaternion[..., :1] < 0, -quaternion, quaternion)
     w, v = q[..., 0], q[..., 1:]
-    sin_sq = jnp.sum(v * v, axis=-1)
+    sin_sq = xp.sum(v * v, axis=-1)
     small = sin_sq < 1e-8
-    sin_half = jnp.sqrt(jnp.where(small, 1.0, sin_sq))
-    angle = 2.0 * jnp.arctan2(sin_half, w)
+    sin_half = xp.sqrt(xp.where(small, 1.0, sin_sq))
+    angle = 2.0 * xp.arctan2(sin_half, w)
     # angle / sin(angle / 2) = 2 atan(s / w) / s = (2 / w) (1 - s^2 / (3 w^2) + O(s^4)), s = |v|.
-    factor = jnp.where(small, 2.0 / w * (1.0 - sin_sq / (3.0 * w * w)), angle / sin_half)
+    factor = xp.where(small, 2.0 / w * (1.0 - sin_sq / (3.0 * w * w)), angle / sin_half)
     return v * factor[..., None]
 
 

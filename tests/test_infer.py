@@ -13,7 +13,7 @@ from PIL import Image
 
 import infer
 from hiu_jax import inference, visualize
-from hiu_jax.geometry import cameras, warps
+from hiu_jax.geometry import crops, projection, warps
 from tests.model_fixtures import REPO, IMAGE_SIZE, TRAIN_STEPS, run_python, tiny_run  # noqa: F401
 
 # The non-square image: the evaluation image pasted at (OFFSET) into a 150 x 110 canvas, and a box
@@ -121,7 +121,7 @@ class _Oracle:
 
     def __call__(self, crops):
         assert crops.shape[0] == 1 and self.calls < len(self.crops)
-        kp = cameras.apply_affine(self.crops[self.calls], self.truth)[None]
+        kp = crops.apply_affine(self.crops[self.calls], self.truth)[None]
         self.calls += 1
         return {"joints_2d": kp, "keypoints_heatmap": kp, "cam": np.array([[1.0, 0.0, 0.0]])}
 
@@ -164,7 +164,7 @@ def test_finding_the_hand_on_synthetic_evaluation_images(tiny_run):
         K = np.asarray(json.load(f), np.float64)
     with open(os.path.join(tiny_run.synthetic_dir, "evaluation_xyz.json")) as f:
         xyz = np.asarray(json.load(f), np.float64)
-    truth = cameras.project_pinhole(K, xyz, xp=np)
+    truth = projection.project_pinhole(K, xyz, xp=np)
     assert len(truth) == 8
     for kp in truth:
         _found_equals_true(kp, (IMAGE_SIZE, IMAGE_SIZE), tiny.get_config())
@@ -197,11 +197,11 @@ def test_infer_image_rejects_a_bad_box_naming_it():
 
 def test_crop_rule_is_the_pipelines():
     """geometry's rule: centred on the box, side padding * max(w, h), at least min_side."""
-    center, size = cameras.box_center_size(np.array([10.0, 20.0]), np.array([50.0, 30.0]))
+    center, size = crops.box_center_size(np.array([10.0, 20.0]), np.array([50.0, 30.0]))
     np.testing.assert_allclose(center, [30.0, 25.0])
     assert size == 40.0
-    assert cameras.hand_crop_side(size, 1.5, 8.0) == 60.0
-    assert cameras.hand_crop_side(2.0, 1.5, 8.0) == 8.0
+    assert crops.hand_crop_side(size, 1.5, 8.0) == 60.0
+    assert crops.hand_crop_side(2.0, 1.5, 8.0) == 8.0
 
 
 def _image(path, size=(40, 30)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from hiu_jax.geometry.cameras import project_pinhole
+from hiu_jax.geometry.projection import project_pinhole
 
 VIEWPOINTS = ("freihand", "uniform")
 # The "freihand" viewpoint distribution: the hand's long axis (wrist -> middle-finger base) lies

@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import mano_jax
-from hiu_jax.geometry import cameras
+from hiu_jax.geometry import projection
 
 from . import appearance, backgrounds, camera, hands, occluders, shading
 from .rasterizer import rasterize_hands
@@ -190,7 +190,7 @@ def _picture(scene: Scene, rngs, geo: dict):
             px += term
     out = np.empty((B, size, size, 3), np.uint8)
     mask = (face_index >= 0) & (face_index < len(scene.faces))
-    uv = cameras.project_pinhole(K, joints_cam, xp=np)
+    uv = projection.project_pinhole(K, joints_cam, xp=np)
     for i, r in enumerate(rngs):
         sl = slice(bounds[i], bounds[i + 1])
         local = pix[sl] - i * size * size

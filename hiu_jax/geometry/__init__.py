@@ -4,7 +4,9 @@ Every layer above mano_jax (the network, the losses, the renderer, the input pip
 synthetic generator, evaluation, inference) takes these definitions from here:
 
   skeleton  the 21 joints (names, FreiHAND/OpenPose order) and the 20 bones between them.
-  cameras   pinhole and weak-perspective projection, intrinsics checks, crop matrices,
+  projection  the pinhole (THE perspective projection) and its intrinsics check, weak
+            perspective, the network's crop camera and its least-squares fit to labels.
+  crops     pixel centres, the hand-crop rule, crop matrices and affine maps,
             crop <-> heat-map coordinates.
   warps     the bilinear image warp used to cut crops.
 
@@ -15,11 +17,11 @@ Conventions (one everywhere, converted at the edges):
             [c - 0.5, c + 0.5] x [r - 0.5, r + 0.5]. An image of N columns spans
             u in [-0.5, N - 0.5]. FreiHAND's labels, the pipeline's crops and heat maps, the
             renderer and the metrics all use this convention; nothing adds or subtracts 0.5
-            to convert between them. `cameras.pixel_centre` is the one place it is code.
+            to convert between them. `crops.pixel_centre` is the one place it is code.
   Images    NHWC, float32 in [0, 1] inside the model.
 
 The array functions take an `xp` argument (the array namespace: numpy, jax.numpy or
 tensorflow.experimental.numpy), so the NumPy tools, the JAX network and the tf.data pipeline
 share one definition of each formula.
 """
-from hiu_jax.geometry import cameras, skeleton, warps  # noqa: F401
+from hiu_jax.geometry import crops, projection, skeleton, warps  # noqa: F401

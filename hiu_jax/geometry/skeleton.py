@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mano_jax.model import NUM_VERTICES  # noqa: F401  (the MANO mesh's 778, for the layers above)
+
 FINGERS = ("thumb", "index", "middle", "ring", "pinky")
 NUM_KEYPOINTS = 21
 JOINT_NAMES = ("wrist",) + tuple(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hiu_jax.geometry import cameras
+from hiu_jax.geometry import crops
 
 
 def warp_bilinear(image, A_inv, crop_size: int, *, xp=np):
@@ -48,7 +48,7 @@ def warp_bilinear(image, A_inv, crop_size: int, *, xp=np):
 
 def crop_image(image, S, crop_size: int) -> np.ndarray:
     """The crop (N, N, C) float32 of a NumPy image (H, W, C) under the image-to-crop matrix S
-    (3, 3) (`cameras.crop_matrix`): `warp_bilinear` by S^-1, computed in float64; 0 outside
+    (3, 3) (`crops.crop_matrix`): `warp_bilinear` by S^-1, computed in float64; 0 outside
     the image. N = crop_size."""
-    inverse = cameras.invert_affine(np.asarray(S, np.float64))
+    inverse = crops.invert_affine(np.asarray(S, np.float64))
     return warp_bilinear(np.asarray(image, np.float64), inverse, crop_size).astype(np.float32)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mano_jax.camera import check_intrinsics
+from hiu_jax.geometry.projection import check_intrinsics
 
 
 def concrete(x):
@@ -50,7 +50,7 @@ def check_faces(faces, num_vertices: int) -> jax.Array:
 
 def check_K(K, batch: int, dtype) -> jax.Array:
     """(3, 3) or (B, 3, 3) pinhole intrinsics -> (B, 3, 3) of `dtype`. Their values are checked
-    by mano_jax.camera.check_intrinsics when known (not under jit)."""
+    by hiu_jax.geometry.projection.check_intrinsics when known (not under jit)."""
     K = jnp.asarray(K)
     if K.shape not in ((3, 3), (batch, 3, 3)):
         raise ValueError(f"K must have shape (3, 3) or ({batch}, 3, 3), got {K.shape}")

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hiu_jax.geometry.cameras import pixel_centre
-from hiu_jax.render.camera import project
+from hiu_jax.geometry.crops import pixel_centre
+from hiu_jax.geometry.projection import project_pinhole
 from hiu_jax.render.checks import (check_faces, check_image_and_tiles, check_K, check_points,
                                    check_positive)
 
@@ -71,7 +71,7 @@ def face_table(vertices_cam, faces, K, near):
     """(B, F) screen-space face data, a (B, F) mask of drawable faces, (B, F, 3, 2) corners."""
     z = vertices_cam[..., 2]
     safe = jnp.where(z > near, z, 1.0)
-    uv = project(vertices_cam.at[..., 2].set(safe), K)  # per vertex: shared edges match bitwise
+    uv = project_pinhole(K, vertices_cam.at[..., 2].set(safe))  # per vertex: shared edges match bitwise
     tri_uv = uv[:, faces]  # (B, F, 3, 2)
     v_next, v_last = faces[:, (1, 2, 0)], faces[:, (2, 0, 1)]  # edge i runs v_{i+1} -> v_{i+2}
     forward = v_next < v_last  # (F, 3)

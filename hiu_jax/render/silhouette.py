@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hiu_jax.geometry.cameras import pixel_centre
+from hiu_jax.geometry.crops import pixel_centre
 from hiu_jax.render.checks import (check_faces, check_image_and_tiles, check_points,
                                    check_positive)
 from hiu_jax.render.raster import plan_steps, plan_tiles, tile_plan
@@ -196,7 +196,7 @@ def soft_silhouette(
 
     Args:
       vertices_2d: (B, V, 2) float pixel coordinates, pixel (col c, row r) centred at (c, r)
-        (see `project_perspective`, `project_weak_perspective`).
+        (hiu_jax.geometry.projection: `project_pinhole`, `project_weak_perspective`).
       faces: (F, 3) int.
       height, width: image size in pixels (Python ints).
       sigma: positive scalar in pixels^2; the soft edge is about sqrt(sigma) pixels wide.

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from datasets import pipeline
 from hiu_jax import evaluation
-from hiu_jax.geometry import cameras, skeleton
+from hiu_jax.geometry import crops, skeleton
 from tests.datasets import fakes
 from tests.datasets.streams import (CROP, HM, N_TRAIN, config, first, flat, reproject, source,
                                     strong)
@@ -43,7 +43,7 @@ def test_train_labels_project_consistently(freihand):
         assert 0.3 < vis.mean() <= 1.0
         # Heat maps: argmax on the nearest heat-map pixel of (p + 0.5) * M / N - 0.5, hence
         # within 0.5 + 0.375 < 1 heat-map pixel of p * M / N; zero maps for invisible joints.
-        hm_xy = cameras.crop_to_heatmap(b["keypoints_2d"], CROP, HM)
+        hm_xy = crops.crop_to_heatmap(b["keypoints_2d"], CROP, HM)
         maps = b["heatmaps"]
         peak = maps.reshape(maps.shape[0], HM * HM, 21).argmax(1)
         arg = np.stack([peak % HM, peak // HM], -1)
@@ -61,7 +61,7 @@ def test_train_labels_project_consistently(freihand):
         expect = w[..., None] * unit[:, None, None]
         np.testing.assert_allclose(pof, expect, atol=1e-4)
         # The bone's midpoint pixel is painted when it lies in the heat map.
-        mid = cameras.crop_to_heatmap(
+        mid = crops.crop_to_heatmap(
             0.5 * (uv[:, skeleton.BONE_CHILDREN] + uv[:, skeleton.BONE_PARENTS]), CROP, HM)
         px = np.round(mid).astype(int)
         ok = np.all((px >= 0) & (px < HM), -1)

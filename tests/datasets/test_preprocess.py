@@ -147,7 +147,7 @@ def test_warp_of_the_sampled_region_equals_the_warp_of_the_whole_image():
     """warp_image_and_mask converts only the pixels the warp reads; crops inside, across and
     outside the image, rotated, give the whole-image warp up to float32 rounding of the sample
     positions (relative 1e-7 of ~300 px, times a unit intensity gradient: < 1e-4)."""
-    from hiu_jax.geometry import cameras
+    from hiu_jax.geometry import crops
 
     rng = np.random.default_rng(0)
     for _ in range(40):
@@ -158,7 +158,7 @@ def test_warp_of_the_sampled_region_equals_the_warp_of_the_whole_image():
         theta = rng.uniform(-3, 3)
         R = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0],
                       [0, 0, 1]])
-        S = cameras.crop_matrix(rng.uniform(-30, [w + 30, h + 30]), rng.uniform(8, 2 * max(h, w)),
+        S = crops.crop_matrix(rng.uniform(-30, [w + 30, h + 30]), rng.uniform(8, 2 * max(h, w)),
                                 n) @ R
         A_inv = tf.constant(np.linalg.inv(S), tf.float32)
         whole = tf.concat([tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.float32)], -1)

@@ -7,7 +7,7 @@ import pytest
 
 import mano_jax
 from datasets.synthetic import appearance, backgrounds, camera, generator, hands
-from hiu_jax.geometry.cameras import project_pinhole
+from hiu_jax.geometry.projection import project_pinhole
 
 SIZE = 64  # small images keep the tests fast; nothing here depends on the size
 

@@ -6,7 +6,7 @@ from scipy.spatial.transform import Rotation
 import mano_jax
 from configs import default
 from hiu_jax import evaluation, loss_registry, scorers
-from hiu_jax.geometry import cameras
+from hiu_jax.geometry import projection
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def predictions(mano, n=6, crop=64, seed=0):
     gt_v = np.einsum("nij,vj->nvi", rot.as_matrix(), verts).astype(np.float32)
     cam = np.stack([rng.uniform(0.8, 1.5, n), rng.uniform(-0.2, 0.2, n),
                     rng.uniform(-0.2, 0.2, n)], 1).astype(np.float32)
-    uv = np.asarray(cameras.crop_camera_projection(gt_j, cam, crop))
+    uv = np.asarray(projection.crop_camera_projection(gt_j, cam, crop))
     ones = np.ones(n, np.float32)
     pose = np.zeros((n, 48), np.float32)
     pose[:, :3] = rot.as_rotvec()

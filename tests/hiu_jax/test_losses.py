@@ -15,7 +15,7 @@ import pytest
 import mano_jax
 from configs import default
 from hiu_jax import keypoint_maps, loss_registry, losses, render
-from hiu_jax.geometry import cameras, skeleton
+from hiu_jax.geometry import crops, projection, skeleton
 
 N, M, S = 64, 32, 32  # crop, heat-map and mask-logit sizes
 STACKS, ITERS = 2, 3
@@ -205,8 +205,8 @@ def test_pipeline_conventions():
     # Pixel areas aligned: the crop's [-0.5, N - 0.5] is the heat map's [-0.5, M - 0.5]; the
     # crop point 0.5 (between crop pixels 0 and 1) is heat-map pixel centre 0 for N = 2M.
     p = np.array([-0.5, N - 0.5, 0.5, 33.5])
-    np.testing.assert_allclose(cameras.crop_to_heatmap(p, N, M), [-0.5, M - 0.5, 0.0, 16.5])
-    np.testing.assert_allclose(cameras.heatmap_to_crop(cameras.crop_to_heatmap(p, N, M), N, M), p)
+    np.testing.assert_allclose(crops.crop_to_heatmap(p, N, M), [-0.5, M - 0.5, 0.0, 16.5])
+    np.testing.assert_allclose(crops.heatmap_to_crop(crops.crop_to_heatmap(p, N, M), N, M), p)
 
 
 def test_bone_regions_match_brute_force():
@@ -400,26 +400,26 @@ def consistent(mano):
     # Camera: the joints' box spans 36 crop px, centred: heat-map coords within [6, 25].
     xy = np.asarray(joints[..., :2])
     span = (xy.max(1) - xy.min(1)).max(-1)
-    s = 36.0 / (0.5 * N) * cameras.PROJECTION_REF / span
-    t = -s * 0.5 * (xy.max(1) + xy.min(1)) / cameras.PROJECTION_REF - 1.0 / N
+    s = 36.0 / (0.5 * N) * projection.PROJECTION_REF / span
+    t = -s * 0.5 * (xy.max(1) + xy.min(1)) / projection.PROJECTION_REF - 1.0 / N
     cam = jnp.asarray(np.concatenate([s[:, None], t], -1), jnp.float32)
-    joints_2d = cameras.crop_camera_projection(joints, cam, N)
-    vertices_2d = cameras.crop_camera_projection(verts, cam, N)
+    joints_2d = projection.crop_camera_projection(joints, cam, N)
+    vertices_2d = projection.crop_camera_projection(verts, cam, N)
 
     cfg = loss_block()
     T = cfg.softargmax_temperature
-    mu = cameras.crop_to_heatmap(np.asarray(joints_2d), N, M)
+    mu = crops.crop_to_heatmap(np.asarray(joints_2d), N, M)
     assert mu.min() >= 5.5 and mu.max() <= M - 6.5
     yy, xx = np.mgrid[0:M, 0:M].astype(np.float32)
     d2 = (xx[None, :, :, None] - mu[:, None, None, :, 0]) ** 2 + (
         yy[None, :, :, None] - mu[:, None, None, :, 1]) ** 2
     heat = jnp.asarray(1.0 - T * d2 / 2.0)  # softmax(heat / T): a Gaussian of std 1 px at mu
 
-    uv = cameras.crop_to_heatmap(vertices_2d, N, S)
+    uv = crops.crop_to_heatmap(vertices_2d, N, S)
     sil = render.soft_silhouette(uv, mano.faces, S, S, cfg.silhouette_sigma)
     logits = (jnp.log(sil) - jnp.log1p(-sil))[..., None]  # +-inf where sil is exactly 1 or 0
 
-    region = keypoint_maps.bone_regions(cameras.crop_to_heatmap(joints_2d, N, M), M,
+    region = keypoint_maps.bone_regions(crops.crop_to_heatmap(joints_2d, N, M), M,
                                  cfg.pof_consistency_width)
     d = keypoint_maps.bone_directions(joints)
     pof = (region[..., None] * d[:, None, None]).reshape(b, M, M, 60)
@@ -554,9 +554,9 @@ def test_weak_perspective_fit_recovers_the_camera_and_zeroes_the_camera_term():
     joints = jnp.asarray(rng.normal(0, 0.04, (b, 21, 3)), jnp.float32)
     joints = joints - joints[:, :1]
     cam = jnp.asarray([[0.8, 0.05, -0.1], [1.2, -0.2, 0.0], [0.5, 0.0, 0.3]], jnp.float32)
-    uv = cameras.crop_camera_projection(joints, cam, crop)
+    uv = projection.crop_camera_projection(joints, cam, crop)
     vis = jnp.ones((b, 21)).at[1, :10].set(0.0)
-    fit, valid = losses.weak_perspective_fit(joints, uv, vis, crop)
+    fit, valid = projection.weak_perspective_fit(joints, uv, vis, crop)
     np.testing.assert_allclose(np.asarray(fit), np.asarray(cam), rtol=1e-5, atol=1e-5)
     assert bool(jnp.all(valid))
     batch = {"joints_3d": joints, "keypoints_2d": uv, "keypoint_visibility": vis,
@@ -570,7 +570,7 @@ def test_weak_perspective_fit_recovers_the_camera_and_zeroes_the_camera_term():
     assert bool(jnp.all(off > 0))
     assert term.flags == ("has_2d", "has_3d")
     # A single visible joint cannot pin the scale: no target, value 0.
-    _, valid1 = losses.weak_perspective_fit(joints, uv, jnp.zeros((b, 21)).at[:, 3].set(1.0), crop)
+    _, valid1 = projection.weak_perspective_fit(joints, uv, jnp.zeros((b, 21)).at[:, 3].set(1.0), crop)
     assert not bool(jnp.any(valid1))
 
 
@@ -582,7 +582,7 @@ def test_heatmap_keypoints_are_zero_on_gaussians_at_the_labels(mano):
     rng = np.random.default_rng(5)
     b, n, m = 2, 64, 16
     kp = rng.uniform(12, 52, (b, 21, 2)).astype(np.float32)
-    mu = cameras.crop_to_heatmap(kp, n, m)
+    mu = crops.crop_to_heatmap(kp, n, m)
     g = np.arange(m, dtype=np.float32)
     heat = np.exp(-((g[None, None, :, None] - mu[:, None, None, :, 0]) ** 2
                     + (g[None, :, None, None] - mu[:, None, None, :, 1]) ** 2) / 8.0)

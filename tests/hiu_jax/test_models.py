@@ -8,7 +8,7 @@ from flax import traverse_util
 
 from configs import freihand, tiny
 from hiu_jax import models
-from hiu_jax.geometry import cameras
+from hiu_jax.geometry import projection
 
 
 @pytest.fixture(scope="module")
@@ -168,5 +168,5 @@ def test_camera_scale_stays_positive_and_the_anchor_is_the_hand_centre():
     s = np.asarray(cam[:, 0])
     assert np.all(s > 0) and np.all(np.isfinite(s))
     np.testing.assert_allclose(s[1], 1.2)
-    uv = cameras.crop_camera_projection(joints, cam, 96)
+    uv = projection.crop_camera_projection(joints, cam, 96)
     np.testing.assert_allclose(np.asarray(uv).mean(axis=1), 48.0, atol=1e-3)

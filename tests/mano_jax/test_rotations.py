@@ -317,3 +317,43 @@ def test_rotation_6d_to_matrix_float32():
     assert m.dtype == jnp.float32 and m.shape == (2, 5, 3, 3)
     orth, det = rotation_error(m)
     assert orth < TOL32 and det < TOL32
+
+
+def test_axis_angle_to_quaternion_matches_scipy(x64):
+    """Including zero and angles below the Taylor switch (t^2 < 1e-12), where the next omitted
+    terms (t^4 / 3840 of sin(t/2)/t, t^4 / 384 of cos(t/2)) are below float64 rounding."""
+    aa = np.concatenate([quaternion_inputs(), axis_angles([1e-7, 3e-6], seed=10)])
+    got = np.asarray(rotations.axis_angle_to_quaternion(jnp.asarray(aa)))
+    want = Rotation.from_rotvec(aa).as_quat(scalar_first=True)
+    want = np.where(want[:, :1] < 0, -want, want)  # angles <= pi: w >= 0 already
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL64)
+
+
+def test_rotation_z_matches_scipy(x64):
+    theta = np.linspace(-np.pi, np.pi, 9)
+    want = Rotation.from_rotvec(theta[:, None] * [0.0, 0.0, 1.0]).as_matrix()
+    np.testing.assert_allclose(rotations.rotation_z(jnp.asarray(theta)), want, rtol=0, atol=TOL64)
+
+
+@pytest.mark.parametrize("namespace", ["numpy", "tensorflow"])
+def test_xp_functions_give_the_jax_numbers_in_numpy_and_tensorflow(x64, namespace):
+    """The functions with `xp` are one definition for JAX, NumPy and tf.data: float64 inputs give
+    the JAX values to float64 rounding (a few operations on O(1) values: atol 1e-14)."""
+    if namespace == "numpy":
+        xp, to_array = np, np.asarray
+    else:
+        tf = pytest.importorskip("tensorflow")
+        import tensorflow.experimental.numpy as xp
+        to_array = tf.constant
+    aa, theta = quaternion_inputs(), np.linspace(-3.0, 3.0, len(quaternion_inputs()))
+    q = rotations.axis_angle_to_quaternion(jnp.asarray(aa))
+    cases = [(rotations.axis_angle_to_quaternion, (aa,), q),
+             (rotations.quaternion_multiply, (np.asarray(q), np.asarray(q[::-1])),
+              rotations.quaternion_multiply(q, q[::-1])),
+             (rotations.quaternion_to_axis_angle, (np.asarray(q),),
+              rotations.quaternion_to_axis_angle(q)),
+             (rotations.rotation_z, (theta,), rotations.rotation_z(jnp.asarray(theta)))]
+    for fn, args, want in cases:
+        got = fn(*[to_array(a) for a in args], xp=xp)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-14,
+                                   err_msg=fn.__name__)

@@ -35,5 +35,3 @@ def test_input_validation():
         render.soft_silhouette(tri[..., :2], np.array([[0, 1, -1]]), H, W)
     with pytest.raises(ValueError, match="face_mask"):
         render.soft_silhouette(tri[..., :2], faces, H, W, face_mask=np.ones(2))
-    with pytest.raises(ValueError, match="scale"):
-        render.project_weak_perspective(tri, np.ones(2), np.zeros((1, 2)))

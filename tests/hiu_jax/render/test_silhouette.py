@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hiu_jax import render
+from hiu_jax.geometry import projection
 from tests.hiu_jax.render.scenes import H, K, W, polygon_area_perimeter, project, unproject
 
 
@@ -64,7 +65,7 @@ def test_soft_silhouette_converges_to_the_hard_mask():
                        np.array([0.8, 1.0, 1.2, 0.9, 1.0]))
     faces = np.array([[0, 1, 4], [1, 3, 4], [4, 3, 2], [0, 4, 2]])
     hard = np.asarray(render.rasterize(points[None], faces, K, H, W).face_index[0]) >= 0
-    uv = render.project_perspective(points[None], K)
+    uv = projection.project_pinhole(K, points[None])
     sigmas = [4.0, 1.0, 0.25, 1.0 / 16, 1.0 / 64]
     errors = [float(jnp.mean(jnp.abs(render.soft_silhouette(uv, faces, H, W, s)[0] - hard)))
               for s in sigmas]

@@ -1,4 +1,4 @@
-"""mano_jax.camera.project_pinhole: the hand-computed pinhole, batching, min_depth, and the same
+"""hiu_jax.geometry.projection.project_pinhole: the hand-computed pinhole, batching, min_depth, and the same
 numbers from jax.numpy, NumPy and tensorflow.experimental.numpy.
 
 Tolerances: a projection is 9 multiply-adds and a division on values of ~1e3 px, so float64
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mano_jax.camera import project_pinhole
+from hiu_jax.geometry.projection import project_pinhole
 
 K_SKEW = np.array([[500.0, 10.0, 112.0], [0.0, 400.0, 100.0], [0.0, 0.0, 1.0]])
 

@@ -1,15 +1,22 @@
-"""The pinhole camera: THE one perspective projection of the project, and THE check of intrinsics.
+"""Projections: THE pinhole camera and its intrinsics check, the weak-perspective camera and the
+network's crop camera, and the least-squares weak-perspective fit of labels.
 
-Conventions (the whole project's; hiu_jax.geometry re-exports both functions): camera frame
-OpenCV (x right, y down, z forward), metres. Pixel coordinates (u, v) = (column, row) with integer coordinates at pixel CENTRES: pixel (c, r) covers
-[c - 0.5, c + 0.5] x [r - 0.5, r + 0.5], so an image of width W spans u in [-0.5, W - 0.5].
-Intrinsics K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]] in pixels map a camera-frame point X to
-(K X)[:2] / (K X)[2]; (cx, cy) is the principal point in the same pixel-centre coordinates.
+Conventions (the project's; hiu_jax/geometry/__init__.py): camera frame OpenCV (x right, y down,
+z forward), metres. Pixel coordinates (u, v) = (column, row) with integer coordinates at pixel
+CENTRES (`crops.pixel_centre`): pixel (c, r) covers [c - 0.5, c + 0.5] x [r - 0.5, r + 0.5], so
+an image of width W spans u in [-0.5, W - 0.5]. Intrinsics K = [[fx, s, cx], [0, fy, cy],
+[0, 0, 1]] in pixels map a camera-frame point X to (K X)[:2] / (K X)[2]; (cx, cy) is the
+principal point in the same pixel-centre coordinates.
+
+The array functions take `xp`, the array namespace (numpy, jax.numpy,
+tensorflow.experimental.numpy), and use only operations the three share.
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+
+PROJECTION_REF = 0.1  # metres: the network camera's s = 1 maps 0.1 m to half the crop
 
 
 def project_pinhole(K, points, *, min_depth=None, xp=None):
@@ -79,3 +86,49 @@ def check_intrinsics(K, *, batch=None, name: str = "K") -> np.ndarray:
         i = first(bad)
         raise ValueError(f"{where(i)} is singular (det {det[i]:.3g}): {flat[i].tolist()}")
     return np.asarray(K) if np.issubdtype(np.asarray(K).dtype, np.floating) else k
+
+def project_weak_perspective(points, scale, trans):
+    """Weak-perspective (scaled orthographic) projection: uv = scale X_xy + trans.
+
+    Args:
+      points: (..., N, 3) metres (z is ignored).
+      scale: (...) pixels per metre.
+      trans: (..., 2) pixels.
+    Returns:
+      (..., N, 2) pixels.
+    """
+    return scale[..., None, None] * points[..., :2] + trans[..., None, :]
+
+
+def crop_camera_projection(points, cam, crop_size: int):
+    """The network's weak-perspective camera in crop pixels:
+
+        uv = N/2 (1 + t + s X_xy / PROJECTION_REF),   cam = (s, tx, ty)
+
+    with X root-relative metres, so s ~ 1 makes a PROJECTION_REF offset span half the crop of
+    N = crop_size pixels. points (B, N, 3), cam (B, 3) -> (B, N, 2) crop pixels.
+    """
+    half = 0.5 * crop_size
+    return project_weak_perspective(points, half / PROJECTION_REF * cam[..., 0],
+                                    half * (1.0 + cam[..., 1:3]))
+
+
+def weak_perspective_fit(keypoints_3d, keypoints_2d, visibility, crop_size: int):
+    """The least-squares weak-perspective camera of the labels: (B, 3) = (s, tx, ty) minimising
+    sum_j vis_j |crop_camera_projection(X_j) - uv_j|^2 (models.py's convention), with
+    X root-relative metres (B, 21, 3) and uv crop pixels (B, 21, 2). Closed form: with
+    a = N / 2, b = a / PROJECTION_REF and visibility-weighted means, s = cov(X_xy, uv) /
+    (b var(X_xy)) and t = (mean(uv) - a - b s mean(X_xy)) / a. Also returns a (B,) validity
+    mask: False where fewer than two distinct visible points pin the scale."""
+    a = 0.5 * crop_size
+    b = a / PROJECTION_REF
+    w = visibility / jnp.maximum(jnp.sum(visibility, -1, keepdims=True), 1e-9)
+    x, uv = keypoints_3d[..., :2], keypoints_2d
+    xm = jnp.sum(w[..., None] * x, -2, keepdims=True)
+    um = jnp.sum(w[..., None] * uv, -2, keepdims=True)
+    var = jnp.sum(w * jnp.sum((x - xm) ** 2, -1), -1)
+    cov = jnp.sum(w * jnp.sum((x - xm) * (uv - um), -1), -1)
+    valid = var > 1e-8  # metres^2: at least two visible joints a tenth of a mm apart
+    s = cov / (b * jnp.where(valid, var, 1.0))
+    t = (um[..., 0, :] - a - b * s[..., None] * xm[..., 0, :]) / a
+    return jnp.concatenate([s[..., None], t], -1), valid

@@ -5,13 +5,15 @@ batch, the first hand at fault; each returns the value as a NumPy array of the m
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from mano_jax import camera
+from hiu_jax.geometry import projection
+from hiu_jax.geometry.skeleton import NUM_KEYPOINTS
 from mano_jax.lbs import JOINT_KINDS, JOINT_ORDERS, tip_vertex_ids
 from mano_jax.model import MANOModel
 
-NUM_KEYPOINTS = 21
 
 
 def check_model(model):
@@ -51,30 +53,46 @@ def check_weights(value, name, batch, model, minimum_visible=1):
 
 
 def check_intrinsics(K, batch, model):
-    """(3, 3) or (B, 3, 3) pinhole intrinsics (mano_jax.camera.check_intrinsics) -> (B, 3, 3) of
+    """(3, 3) or (B, 3, 3) pinhole intrinsics (hiu_jax.geometry.projection.check_intrinsics) -> (B, 3, 3) of
     the model's float dtype."""
-    K = camera.check_intrinsics(as_float_array(K, "K", model), batch=batch)
+    K = projection.check_intrinsics(as_float_array(K, "K", model), batch=batch)
     return np.ascontiguousarray(np.broadcast_to(K, (batch, 3, 3)))
 
 
-def check_options(model, flat_hand_mean, steps, learning_rate, joint_kind, tips, joint_order,
-                  pose_prior_weight, shape_prior_weight):
-    """The scalar options; returns the joint definition (tip vertex ids, joint_kind, order)."""
+def check_targets(model, value, name: str, dims: int, unit: str):
+    """(B, 21, dims) finite targets in `unit`, B >= 1 -> (the array of the model's dtype, B)."""
+    check_model(model)
+    targets = as_float_array(value, name, model)
+    if targets.ndim != 3 or targets.shape[1:] != (NUM_KEYPOINTS, dims):
+        raise ValueError(f"{name} must have shape (B, 21, {dims}) ({unit}), got {targets.shape}")
+    if targets.shape[0] < 1:
+        raise ValueError(f"{name} holds no hands (B = 0)")
+    return targets, targets.shape[0]
+
+
+def check_settings(model, flat_hand_mean, settings):
+    """flat_hand_mean and a `mano_fit.FitSettings`; returns the joint definition (tip vertex
+    ids, joint_kind, joint_order)."""
     if not isinstance(flat_hand_mean, (bool, np.bool_)):
         raise ValueError(f"flat_hand_mean must be True or False, got {flat_hand_mean!r}")
+    if not (dataclasses.is_dataclass(settings) and type(settings).__name__ == "FitSettings"):
+        raise ValueError(f"settings must be a mano_fit.FitSettings, got {type(settings).__name__}")
+    steps = settings.steps
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 10:
-        raise ValueError(f"steps must be an int >= 10, got {steps!r}")
-    for name, value in (("learning_rate", learning_rate), ("pose_prior_weight", pose_prior_weight),
-                        ("shape_prior_weight", shape_prior_weight)):
+        raise ValueError(f"settings.steps must be an int >= 10, got {steps!r}")
+    for name in ("learning_rate", "pose_prior_weight", "shape_prior_weight"):
+        value = getattr(settings, name)
         if not np.isscalar(value) or not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    if joint_kind not in JOINT_KINDS:
-        raise ValueError(f"joint_kind must be one of {JOINT_KINDS}, got {joint_kind!r}")
-    if joint_order not in JOINT_ORDERS:
-        raise ValueError(f"joint_order must be one of {JOINT_ORDERS}, got {joint_order!r}")
-    tip_ids = tip_vertex_ids(tips, model.side)
+            raise ValueError(f"settings.{name} must be a finite number >= 0, got {value!r}")
+    if not settings.learning_rate > 0:
+        raise ValueError(f"settings.learning_rate must be > 0, got {settings.learning_rate!r}")
+    if settings.joint_kind not in JOINT_KINDS:
+        raise ValueError(f"settings.joint_kind must be one of {JOINT_KINDS}, got "
+                         f"{settings.joint_kind!r}")
+    if settings.joint_order not in JOINT_ORDERS:
+        raise ValueError(f"settings.joint_order must be one of {JOINT_ORDERS}, got "
+                         f"{settings.joint_order!r}")
+    tip_ids = tip_vertex_ids(settings.tips, model.side)
     if min(tip_ids) < 0 or max(tip_ids) >= model.num_vertices:
-        raise ValueError(f"tips: fingertip ids {tip_ids} outside 0..{model.num_vertices - 1}")
-    return dict(tips=tip_ids, joint_kind=joint_kind, joint_order=joint_order)
+        raise ValueError(f"settings.tips: fingertip ids {tip_ids} outside 0..{model.num_vertices - 1}")
+    return dict(tips=tip_ids, joint_kind=settings.joint_kind, joint_order=settings.joint_order)

@@ -1,20 +1,9 @@
-"""Tests for hiu_jax.render.camera and the pixel-centre convention that every rasteriser follows."""
+"""The pixel-centre convention that every rasteriser follows, with the projections of
+hiu_jax.geometry.projection feeding them."""
 import numpy as np
 
 from hiu_jax import render
-from tests.hiu_jax.render.scenes import K, project
-
-
-def test_projections():
-    rng = np.random.default_rng(0)
-    points = rng.uniform(-0.2, 0.2, size=(2, 7, 3)).astype(np.float32) + [0, 0, 1.0]
-    Ks = np.stack([K, K * [[2.0], [2.0], [1.0]]]).astype(np.float32)
-    np.testing.assert_allclose(render.project_perspective(points, Ks)[1], project(points[1], Ks[1]),
-                               rtol=1e-5)
-    scale, trans = np.array([100.0, 200.0]), np.array([[10.0, 20.0], [-5.0, 3.0]])
-    uv = render.project_weak_perspective(points, scale, trans)
-    expected = scale[:, None, None] * points[..., :2] + trans[:, None]
-    np.testing.assert_allclose(uv, expected, rtol=1e-6)
+from hiu_jax.geometry import projection
 
 
 # Exact in float32: a focal length that is a power of two, depth 1 and integer pixel targets
@@ -43,7 +32,7 @@ def test_triangle_through_pixel_centres_covers_exactly_those_pixels():
     expected = (cols >= 10) & (rows >= 5) & ((cols - 10) + (rows - 5) <= 10)
     assert expected.sum() == 66  # 11 + 10 + ... + 1
     points = exact_points(uv)[None]
-    np.testing.assert_array_equal(render.project_perspective(points, EXACT_K)[0], uv)
+    np.testing.assert_array_equal(projection.project_pinhole(EXACT_K, points)[0], uv)
     hard = render.rasterize(points, np.array([[0, 1, 2]]), EXACT_K, ROWS, COLS)
     np.testing.assert_array_equal(np.asarray(hard.face_index[0]) == 0, expected)
     shaded = render.render(points, np.array([[0, 1, 2]]), EXACT_K, ROWS, COLS)
@@ -62,7 +51,7 @@ def test_vertex_projected_to_integer_uv_lands_in_pixel_row_v_col_u():
     u, v = 7, 12
     around = np.array([[u - 0.3, v - 0.2], [u + 0.25, v - 0.3], [u, v + 0.3]])
     points = exact_points(np.concatenate([[[u, v]], around]), z=2.0)[None]
-    np.testing.assert_array_equal(render.project_perspective(points, EXACT_K)[0, 0], [u, v])
+    np.testing.assert_array_equal(projection.project_pinhole(EXACT_K, points)[0, 0], [u, v])
     expected = np.zeros((ROWS, COLS), bool)
     expected[v, u] = True
     hard = render.rasterize(points, np.array([[1, 2, 3]]), EXACT_K, ROWS, COLS)
@@ -70,7 +59,7 @@ def test_vertex_projected_to_integer_uv_lands_in_pixel_row_v_col_u():
     np.testing.assert_allclose(hard.depth[0, v, u], 2.0, rtol=1e-6)
     # Weak perspective with scale f / z = 32 px/m and trans = the principal point is the same
     # projection at this depth; the soft silhouette of the triangle peaks in the same pixel.
-    uv_weak = render.project_weak_perspective(points, np.array([32.0]), EXACT_K[None, :2, 2])
+    uv_weak = projection.project_weak_perspective(points, np.array([32.0]), EXACT_K[None, :2, 2])
     np.testing.assert_array_equal(uv_weak[0, 0], [u, v])
     soft = render.soft_silhouette(uv_weak, np.array([[1, 2, 3]]), ROWS, COLS, 1e-3)
     np.testing.assert_array_equal(np.asarray(soft[0]) >= 0.5, expected)

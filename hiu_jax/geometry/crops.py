@@ -1,5 +1,5 @@
-"""Cameras: pixel centres, pinhole and weak-perspective projection, intrinsics checks, crop
-matrices and crop <-> heat-map coordinates.
+"""Pixel grids and crops: pixel centres, the hand-crop rule, crop matrices and affine maps,
+crop <-> heat-map coordinates.
 
 Pixel convention (the project's only one; see hiu_jax/geometry/__init__.py): pixel (c, r) has
 its centre at (u, v) = (c, r). A crop of N pixels spans [-0.5, N - 0.5]; a heat map of M pixels
@@ -13,43 +13,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-# The pinhole camera lives at the bottom, in mano_jax (its 2D fit needs it), and is re-exported.
-from mano_jax.camera import check_intrinsics, project_pinhole  # noqa: F401
-
-PROJECTION_REF = 0.1  # metres: the network camera's s = 1 maps 0.1 m to half the crop
-
 
 def pixel_centre(index, dtype, *, xp=jnp):
     """The coordinate (u of a column, v of a row) of the centre of pixel `index`: the index
     itself, as `dtype`. Pixel `index` covers [index - 0.5, index + 0.5]. The one place where
     the convention is code: the rasterisers sample at these points."""
     return xp.asarray(index).astype(dtype)
-
-
-def project_weak_perspective(points, scale, trans):
-    """Weak-perspective (scaled orthographic) projection: uv = scale X_xy + trans.
-
-    Args:
-      points: (..., N, 3) metres (z is ignored).
-      scale: (...) pixels per metre.
-      trans: (..., 2) pixels.
-    Returns:
-      (..., N, 2) pixels.
-    """
-    return scale[..., None, None] * points[..., :2] + trans[..., None, :]
-
-
-def crop_camera_projection(points, cam, crop_size: int):
-    """The network's weak-perspective camera in crop pixels:
-
-        uv = N/2 (1 + t + s X_xy / PROJECTION_REF),   cam = (s, tx, ty)
-
-    with X root-relative metres, so s ~ 1 makes a PROJECTION_REF offset span half the crop of
-    N = crop_size pixels. points (B, N, 3), cam (B, 3) -> (B, N, 2) crop pixels.
-    """
-    half = 0.5 * crop_size
-    return project_weak_perspective(points, half / PROJECTION_REF * cam[..., 0],
-                                    half * (1.0 + cam[..., 1:3]))
 
 
 def crop_matrix(center, side, crop_size: int, *, xp=np):

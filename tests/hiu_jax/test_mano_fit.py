@@ -1,4 +1,4 @@
-"""Tests for mano_jax.fit: fitting MANO to 3D joints and to 2D keypoints, and input validation.
+"""Tests for hiu_jax.mano_fit: fitting MANO to 3D and to 2D keypoints, and input validation.
 
 The targets are hands sampled from the procedural model itself (a global rotation drawn uniformly
 on SO(3), plausible finger poses from `procedural.sample_poses`, betas ~ N(0, 1) clipped to
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from mano_jax.camera import project_pinhole
-from mano_jax.fit import FitResult, fit, fit_to_joints_3d, fit_to_keypoints_2d
+from hiu_jax.geometry.projection import project_pinhole
+from hiu_jax.mano_fit import FitResult, FitSettings, fit, fit_to_keypoints_2d, fit_to_keypoints_3d
 from mano_jax.lbs import forward
 from mano_jax.procedural import procedural_model, sample_poses
 
@@ -49,7 +49,7 @@ def hands_3d(model):
 def fit_3d(model, hands_3d):
     # flat_hand_mean=False for the result while the targets were made with True: the fit must
     # convert its pose to the caller's convention.
-    return fit_to_joints_3d(model, hands_3d, flat_hand_mean=False)
+    return fit_to_keypoints_3d(model, hands_3d, flat_hand_mean=False)
 
 
 def intrinsics(batch, seed=1):
@@ -111,7 +111,7 @@ def test_fit_3d_ignores_joints_with_zero_weight(model, hands_3d):
     weights[:, hidden] = 0.0
     corrupted = hands_3d.copy()
     corrupted[:, hidden] += 0.3  # 30 cm off: must have no influence
-    result = fit(model, joints_3d=corrupted, weights=weights, flat_hand_mean=True)
+    result = fit(model, keypoints_3d=corrupted, weights=weights, flat_hand_mean=True)
     visible = np.ones(21, bool)
     visible[hidden] = False
     error = np.linalg.norm(np.asarray(result.joints) - hands_3d, axis=-1)[:, visible].mean(-1)
@@ -172,21 +172,26 @@ def good_2d():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(joints_3d=np.zeros((2, 20, 3))), r"joints_3d must have shape \(B, 21, 3\)"),
-    (dict(joints_3d=np.zeros((21, 3))), r"joints_3d must have shape"),
-    (dict(joints_3d=np.zeros((0, 21, 3))), r"joints_3d holds no hands"),
-    (dict(joints_3d=np.full((2, 21, 3), np.nan)), r"joints_3d holds non-finite"),
-    (dict(joints_3d=np.zeros((2, 21, 3)), weights=np.ones((2, 20))), r"weights must have shape"),
-    (dict(joints_3d=np.zeros((2, 21, 3)), weights=-np.ones((2, 21))), r"weights must be non-neg"),
-    (dict(joints_3d=np.zeros((2, 21, 3)), weights=np.eye(2, 21) * 0), r"weights: hand 0 has 0"),
-    (dict(joints_3d=np.zeros((2, 21, 3)), steps=3), r"steps must be an int >= 10"),
-    (dict(joints_3d=np.zeros((2, 21, 3)), learning_rate=0.0), r"learning_rate must be > 0"),
-    (dict(joints_3d=np.zeros((2, 21, 3)), shape_prior_weight=np.inf), r"shape_prior_weight"),
-    (dict(joints_3d=np.zeros((2, 21, 3)), joint_kind="tips"), r"joint_kind must be one of"),
-    (dict(joints_3d=np.zeros((2, 21, 3)), tips="nope"), r"unknown fingertip preset 'nope'"),
-    (dict(joints_3d=np.zeros((2, 21, 3)), K=np.eye(3)), r"K is only used with keypoints_2d"),
+    (dict(keypoints_3d=np.zeros((2, 20, 3))), r"keypoints_3d must have shape \(B, 21, 3\)"),
+    (dict(keypoints_3d=np.zeros((21, 3))), r"keypoints_3d must have shape"),
+    (dict(keypoints_3d=np.zeros((0, 21, 3))), r"keypoints_3d holds no hands"),
+    (dict(keypoints_3d=np.full((2, 21, 3), np.nan)), r"keypoints_3d holds non-finite"),
+    (dict(keypoints_3d=np.zeros((2, 21, 3)), weights=np.ones((2, 20))), r"weights must have shape"),
+    (dict(keypoints_3d=np.zeros((2, 21, 3)), weights=-np.ones((2, 21))), r"weights must be non-neg"),
+    (dict(keypoints_3d=np.zeros((2, 21, 3)), weights=np.eye(2, 21) * 0), r"weights: hand 0 has 0"),
+    (dict(keypoints_3d=np.zeros((2, 21, 3)), settings=FitSettings(steps=3)),
+     r"settings.steps must be an int >= 10"),
+    (dict(keypoints_3d=np.zeros((2, 21, 3)), settings=FitSettings(learning_rate=0.0)),
+     r"settings.learning_rate must be > 0"),
+    (dict(keypoints_3d=np.zeros((2, 21, 3)), settings=FitSettings(shape_prior_weight=np.inf)),
+     r"settings.shape_prior_weight"),
+    (dict(keypoints_3d=np.zeros((2, 21, 3)), settings=FitSettings(joint_kind="tips")),
+     r"settings.joint_kind must be one of"),
+    (dict(keypoints_3d=np.zeros((2, 21, 3)), settings=FitSettings(tips="nope")),
+     r"unknown fingertip preset 'nope'"),
+    (dict(keypoints_3d=np.zeros((2, 21, 3)), K=np.eye(3)), r"K is only used with keypoints_2d"),
     (dict(), r"fit needs a target"),
-    (dict(joints_3d=np.zeros((2, 21, 3)), keypoints_2d=np.zeros((2, 21, 2)), K=np.eye(3)),
+    (dict(keypoints_3d=np.zeros((2, 21, 3)), keypoints_2d=np.zeros((2, 21, 2)), K=np.eye(3)),
      r"not both"),
     (dict(keypoints_2d=np.zeros((2, 21, 2))), r"keypoints_2d needs the camera intrinsics K"),
     (dict(keypoints_2d=good_2d()[0], K=np.zeros((3, 3))), r"K has non-positive focal length"),
@@ -198,7 +203,7 @@ def good_2d():
     (dict(keypoints_2d=good_2d()[0], K=good_2d()[1], visibility=np.eye(2, 21)),
      r"visibility: hand 0 has 1 joints with positive weight, at least 2"),
     (dict(keypoints_2d=good_2d()[0], K=good_2d()[1], weights=np.ones((2, 21))),
-     r"weights is for joints_3d"),
+     r"weights is for keypoints_3d"),
 ])
 def test_fit_rejects_bad_input_naming_it(model, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -207,11 +212,11 @@ def test_fit_rejects_bad_input_naming_it(model, kwargs, match):
 
 def test_fit_rejects_a_model_that_is_not_a_mano_model():
     with pytest.raises(TypeError, match="model must be a mano_jax.MANOModel"):
-        fit_to_joints_3d({"v_template": None}, np.zeros((1, 21, 3)), flat_hand_mean=True)
+        fit_to_keypoints_3d({"v_template": None}, np.zeros((1, 21, 3)), flat_hand_mean=True)
 
 
 def test_flat_hand_mean_is_required_and_boolean(model):
     with pytest.raises(TypeError, match="flat_hand_mean"):
-        fit_to_joints_3d(model, np.zeros((1, 21, 3)))
+        fit_to_keypoints_3d(model, np.zeros((1, 21, 3)))
     with pytest.raises(ValueError, match="flat_hand_mean must be True or False, got None"):
-        fit_to_joints_3d(model, np.zeros((1, 21, 3)), flat_hand_mean=None)
+        fit_to_keypoints_3d(model, np.zeros((1, 21, 3)), flat_hand_mean=None)

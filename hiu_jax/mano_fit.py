@@ -1,6 +1,6 @@
-"""Fitting MANO to 3D joints or to 2D keypoints: pose, shape and translation by gradient descent.
+"""Fitting MANO to 3D or 2D keypoints: pose, shape and translation by gradient descent.
 
-    result = fit(model, joints_3d=j3d, flat_hand_mean=False)                 # (B, 21, 3) metres
+    result = fit(model, keypoints_3d=k3d, flat_hand_mean=False)              # (B, 21, 3) metres
     result = fit(model, keypoints_2d=kp, K=K, flat_hand_mean=False)         # (B, 21, 2) pixels
     result.pose (B, 48), result.betas (B, S), result.trans (B, 3), result.joints (B, 21, 3),
     result.mean_error (B,)   # metres for 3D targets, pixels (reprojection) for 2D targets
@@ -56,9 +56,9 @@ import numpy as np
 import optax
 
 from mano_jax import rotations
-from mano_jax.camera import project_pinhole
-from mano_jax.fit_checks import (NUM_KEYPOINTS, as_float_array, check_intrinsics, check_model,
-                                 check_options, check_weights)
+from hiu_jax.geometry.projection import project_pinhole
+from hiu_jax.geometry.skeleton import NUM_KEYPOINTS
+from hiu_jax.mano_fit_checks import check_intrinsics, check_settings, check_targets, check_weights
 from mano_jax.lbs import MANO_TO_OPENPOSE, forward, rest_joints
 from mano_jax.model import NUM_JOINTS, MANOModel
 
@@ -80,13 +80,39 @@ _MIN_DEPTH = 1e-3
 # end game; the learning rate ends at 1/1000 of its start.
 _ADAM_B2 = 0.95
 _FINAL_LR_FRACTION = 1e-3
-DEFAULT_STEPS_3D = 1000
-DEFAULT_STEPS_2D = 1000
-DEFAULT_LEARNING_RATE = 0.1
-DEFAULT_POSE_PRIOR_WEIGHT = 1e-3
-DEFAULT_SHAPE_PRIOR_WEIGHT = 1e-3
-DEFAULT_POSE_PRIOR_WEIGHT_2D = 1e-2
-DEFAULT_SHAPE_PRIOR_WEIGHT_2D = 1e-2
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+    """How a fit runs (checked against the model by `mano_fit_checks.check_settings`).
+
+    steps: Adam steps of the full fit (int >= 10). Run time is linear in steps; compile time does
+      not change. A 2D fit runs steps // 5 (>= 10) more rigid steps on 24 starting rotations.
+    learning_rate: initial Adam step (radians for rotations and finger angles; betas; the 3D
+      wrist in centimetres), cosine-decayed to 1/1000 of it.
+    joint_kind, tips, joint_order: how the model's joints are defined, as in
+      `mano_jax.forward`; they must match how the targets were made (FreiHAND: "regressed",
+      "freihand", "openpose").
+    pose_prior_weight: weight of |finger pose - hands_mean|^2 (rad^2) against the data term
+      (mm^2 of 3D joint error, or px^2 of mean squared reprojection error).
+    shape_prior_weight: weight of |betas|^2 against the same data term.
+    """
+
+    steps: int = 1000
+    learning_rate: float = 0.1
+    joint_kind: str = "regressed"
+    tips: object = "freihand"
+    joint_order: str = "openpose"
+    pose_prior_weight: float = 1e-3
+    shape_prior_weight: float = 1e-3
+
+
+SETTINGS_3D = FitSettings()
+# 2D: depth and shape are ambiguous, so the priors weigh more. 0.01 is what a Gaussian prior
+# (betas ~ N(0, 1)) against ~0.5 px keypoint noise over 21 joints amounts to; raise them for noisy
+# detections (about sigma_px^2 / 21 for sigma_px of noise) to get more plausible hands at the
+# cost of a larger reprojection error.
+SETTINGS_2D = FitSettings(pose_prior_weight=1e-2, shape_prior_weight=1e-2)
 
 
 @jax.tree_util.register_dataclass
@@ -123,147 +149,96 @@ class FitResult:
 # Public entry points
 
 
-def fit(model: MANOModel, *, joints_3d=None, keypoints_2d=None, K=None, **kwargs) -> FitResult:
-    """Fits MANO to 3D joints or to 2D keypoints; dispatches to the two functions below.
+def fit(model: MANOModel, *, keypoints_3d=None, keypoints_2d=None, K=None, **kwargs) -> FitResult:
+    """Fits MANO to 3D keypoints or to 2D keypoints; dispatches to the two functions below.
 
-    Pass exactly one of `joints_3d` ((B, 21, 3) metres) or `keypoints_2d` ((B, 21, 2) pixels,
-    which needs `K`). Other keyword arguments go to `fit_to_joints_3d` / `fit_to_keypoints_2d`
-    (`flat_hand_mean` is required by both).
+    Pass exactly one of `keypoints_3d` ((B, 21, 3) metres) or `keypoints_2d` ((B, 21, 2) pixels,
+    which needs `K`). Other keyword arguments go to `fit_to_keypoints_3d` /
+    `fit_to_keypoints_2d` (`flat_hand_mean` is required by both).
     """
-    if joints_3d is None and keypoints_2d is None:
-        raise ValueError("fit needs a target: pass joints_3d=(B, 21, 3) metres or "
+    if keypoints_3d is None and keypoints_2d is None:
+        raise ValueError("fit needs a target: pass keypoints_3d=(B, 21, 3) metres or "
                          "keypoints_2d=(B, 21, 2) pixels with K")
-    if joints_3d is not None and keypoints_2d is not None:
-        raise ValueError("fit takes one target: pass joints_3d or keypoints_2d, not both")
-    if joints_3d is not None:
+    if keypoints_3d is not None and keypoints_2d is not None:
+        raise ValueError("fit takes one target: pass keypoints_3d or keypoints_2d, not both")
+    if keypoints_3d is not None:
         if K is not None:
             raise ValueError("K is only used with keypoints_2d; a 3D fit needs no camera")
         if "visibility" in kwargs:
-            raise ValueError("visibility is for keypoints_2d; pass weights= with joints_3d")
-        return fit_to_joints_3d(model, joints_3d, **kwargs)
+            raise ValueError("visibility is for keypoints_2d; pass weights= with keypoints_3d")
+        return fit_to_keypoints_3d(model, keypoints_3d, **kwargs)
     if K is None:
         raise ValueError("keypoints_2d needs the camera intrinsics K, (3, 3) or (B, 3, 3)")
     if "weights" in kwargs:
-        raise ValueError("weights is for joints_3d; pass visibility= with keypoints_2d")
+        raise ValueError("weights is for keypoints_3d; pass visibility= with keypoints_2d")
     return fit_to_keypoints_2d(model, keypoints_2d, K, **kwargs)
 
 
-def fit_to_joints_3d(
-    model: MANOModel,
-    joints_3d,
-    *,
-    flat_hand_mean: bool,
-    weights=None,
-    steps: int = DEFAULT_STEPS_3D,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    joint_kind: str = "regressed",
-    tips="freihand",
-    joint_order: str = "openpose",
-    pose_prior_weight: float = DEFAULT_POSE_PRIOR_WEIGHT,
-    shape_prior_weight: float = DEFAULT_SHAPE_PRIOR_WEIGHT,
-) -> FitResult:
-    """MANO pose, shape and translation whose 21 joints best match 3D joints.
+def fit_to_keypoints_3d(model: MANOModel, keypoints_3d, *, flat_hand_mean: bool, weights=None,
+                        settings: FitSettings = SETTINGS_3D) -> FitResult:
+    """MANO pose, shape and translation whose 21 joints best match 3D keypoints.
 
     Args:
       model: a `MANOModel`.
-      joints_3d: (B, 21, 3) target joints, metres, in `joint_order`.
+      keypoints_3d: (B, 21, 3) target keypoints, metres, in `settings.joint_order`.
       flat_hand_mean: the convention of the returned pose (see `lbs.pose_to_rotations`); the
         fit itself is the same either way.
       weights: optional (B, 21) non-negative confidences (0 = ignore the joint); every hand
         needs at least one positive weight. Default all ones.
-      steps: Adam steps (>= 10). Run time is linear in steps; compile time does not change.
-      learning_rate: initial Adam step (radians for rotations and finger angles; betas; the
-        wrist in centimetres); cosine-decayed to 1/1000 of it.
-      joint_kind, tips, joint_order: how the model's joints are defined, as in `forward`; they
-        must match how the targets were made (FreiHAND: "regressed", "freihand", "openpose").
-      pose_prior_weight: weight of |finger pose - hands_mean|^2 (rad^2) against mm^2 of
-        joint error.
-      shape_prior_weight: weight of |betas|^2 against mm^2 of joint error.
+      settings: a `FitSettings` (default `SETTINGS_3D`).
     Returns:
       `FitResult`, `mean_error` in metres.
     Raises:
-      ValueError: a shape, a non-finite value or a bad option, naming the argument.
+      ValueError: a shape, a non-finite value or a bad setting, naming the argument.
     """
-    check_model(model)
-    targets = as_float_array(joints_3d, "joints_3d", model)
-    if targets.ndim != 3 or targets.shape[1:] != (NUM_KEYPOINTS, 3):
-        raise ValueError(f"joints_3d must have shape (B, 21, 3) (metres), got {targets.shape}")
-    batch = targets.shape[0]
-    if batch < 1:
-        raise ValueError("joints_3d holds no hands (B = 0)")
+    targets, batch = check_targets(model, keypoints_3d, "keypoints_3d", 3, "metres")
     weights = check_weights(weights, "weights", batch, model)
-    options = check_options(model, flat_hand_mean, steps, learning_rate, joint_kind, tips,
-                            joint_order, pose_prior_weight, shape_prior_weight)
-    sub, sub_tips = _joint_support_model(model, options["tips"])
-    dtype = targets.dtype
-    return _run_3d(model, sub, targets, weights, np.asarray(learning_rate, dtype),
-                   np.asarray(pose_prior_weight, dtype), np.asarray(shape_prior_weight, dtype),
-                   np.asarray(bool(flat_hand_mean)), steps=int(steps), sub_tips=sub_tips,
-                   **options)
+    arrays, static = _prepared(model, flat_hand_mean, settings, targets.dtype)
+    return _run_3d(model, targets, weights, *arrays, **static)
 
 
-def fit_to_keypoints_2d(
-    model: MANOModel,
-    keypoints_2d,
-    K,
-    *,
-    flat_hand_mean: bool,
-    visibility=None,
-    steps: int = DEFAULT_STEPS_2D,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    joint_kind: str = "regressed",
-    tips="freihand",
-    joint_order: str = "openpose",
-    pose_prior_weight: float = DEFAULT_POSE_PRIOR_WEIGHT_2D,
-    shape_prior_weight: float = DEFAULT_SHAPE_PRIOR_WEIGHT_2D,
-) -> FitResult:
+def fit_to_keypoints_2d(model: MANOModel, keypoints_2d, K, *, flat_hand_mean: bool,
+                        visibility=None, settings: FitSettings = SETTINGS_2D) -> FitResult:
     """MANO pose, shape and camera-frame translation whose projected joints match 2D keypoints.
 
     The camera is a pinhole with intrinsics K in the OpenCV frame (x right, y down, z forward):
-    pixel = (K X)[:2] / (K X)[2] for a camera-frame point X in metres (`camera.project_pinhole`;
-    integer pixel coordinates at pixel centres). From 2D alone, depth and hand size trade off and
-    finger bends toward or away from the camera look alike; the priors pick a plausible hand, but
-    only the reprojection error is a measure of the fit.
+    pixel = (K X)[:2] / (K X)[2] for a camera-frame point X in metres
+    (`projection.project_pinhole`; integer pixel coordinates at pixel centres). From 2D alone,
+    depth and hand size trade off and finger bends toward or away from the camera look alike;
+    the priors pick a plausible hand, but only the reprojection error is a measure of the fit.
 
     Args:
       model: a `MANOModel`.
-      keypoints_2d: (B, 21, 2) pixel coordinates (x, y), in `joint_order`.
+      keypoints_2d: (B, 21, 2) pixel coordinates (x, y), in `settings.joint_order`.
       K: (3, 3) or (B, 3, 3) intrinsics [[fx, s, cx], [0, fy, cy], [0, 0, 1]], pixels,
         non-singular.
       flat_hand_mean: the convention of the returned pose.
       visibility: optional (B, 21) non-negative weights (0 = not visible / not annotated);
         every hand needs at least two positive ones. Default all ones.
-      steps: Adam steps of the full fit (>= 10); the rigid stage runs steps // 5 more on the
-        24 starting rotations (cheap: no mesh).
-      learning_rate, joint_kind, tips, joint_order: as in `fit_to_joints_3d`.
-      pose_prior_weight, shape_prior_weight: as in `fit_to_joints_3d`, against px^2 of mean
-        squared reprojection error. The defaults (0.01) are what a Gaussian prior (betas ~
-        N(0, 1)) against ~0.5 px keypoint noise over 21 joints amounts to; raise them for noisy
-        detections (about sigma_px^2 / 21 for sigma_px of noise) to get more plausible hands at
-        the cost of a larger reprojection error.
+      settings: a `FitSettings` (default `SETTINGS_2D`).
     Returns:
       `FitResult` with `mean_error` = `reprojection_error` in pixels and `keypoints_2d` set.
     Raises:
-      ValueError: a shape, a non-finite value, a singular K or a bad option, naming the
+      ValueError: a shape, a non-finite value, a singular K or a bad setting, naming the
         argument.
     """
-    check_model(model)
-    keypoints = as_float_array(keypoints_2d, "keypoints_2d", model)
-    if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_KEYPOINTS, 2):
-        raise ValueError(f"keypoints_2d must have shape (B, 21, 2) (pixels), got {keypoints.shape}")
-    batch = keypoints.shape[0]
-    if batch < 1:
-        raise ValueError("keypoints_2d holds no hands (B = 0)")
+    keypoints, batch = check_targets(model, keypoints_2d, "keypoints_2d", 2, "pixels")
     K = check_intrinsics(K, batch, model)
     weights = check_weights(visibility, "visibility", batch, model, minimum_visible=2)
-    options = check_options(model, flat_hand_mean, steps, learning_rate, joint_kind, tips,
-                            joint_order, pose_prior_weight, shape_prior_weight)
+    arrays, static = _prepared(model, flat_hand_mean, settings, keypoints.dtype)
+    return _run_2d(model, keypoints, K, weights, *arrays,
+                   rigid_steps=max(static["steps"] // 5, 10), **static)
+
+
+def _prepared(model, flat_hand_mean, settings, dtype):
+    """The checked settings as the jitted fits' arguments: ((sub-model, learning rate, pose
+    prior, shape prior, flat_hand_mean), the static options)."""
+    options = check_settings(model, flat_hand_mean, settings)
     sub, sub_tips = _joint_support_model(model, options["tips"])
-    dtype = keypoints.dtype
-    return _run_2d(model, sub, keypoints, K, weights, np.asarray(learning_rate, dtype),
-                   np.asarray(pose_prior_weight, dtype), np.asarray(shape_prior_weight, dtype),
-                   np.asarray(bool(flat_hand_mean)), rigid_steps=max(int(steps) // 5, 10),
-                   steps=int(steps), sub_tips=sub_tips, **options)
+    return (sub, np.asarray(settings.learning_rate, dtype),
+            np.asarray(settings.pose_prior_weight, dtype),
+            np.asarray(settings.shape_prior_weight, dtype), np.asarray(bool(flat_hand_mean))), \
+        dict(options, steps=int(settings.steps), sub_tips=sub_tips)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,7 +474,7 @@ def _fit_2d(model, keypoints, K, weights, learning_rate, pose_prior, shape_prior
 
 @functools.partial(jax.jit, static_argnames=("steps", "sub_tips", "tips", "joint_kind",
                                              "joint_order"))
-def _run_3d(model, sub, targets, weights, learning_rate, pose_prior, shape_prior, flat_hand_mean,
+def _run_3d(model, targets, weights, sub, learning_rate, pose_prior, shape_prior, flat_hand_mean,
             *, steps, sub_tips, tips, joint_kind, joint_order):
     """The whole 3D fit as one compiled function: optimise on `sub`, report on `model`."""
     pose, betas, trans = _fit_3d(sub, targets, weights, learning_rate, pose_prior, shape_prior,
@@ -511,7 +486,7 @@ def _run_3d(model, sub, targets, weights, learning_rate, pose_prior, shape_prior
 
 @functools.partial(jax.jit, static_argnames=("rigid_steps", "steps", "sub_tips", "tips",
                                              "joint_kind", "joint_order"))
-def _run_2d(model, sub, keypoints, K, weights, learning_rate, pose_prior, shape_prior,
+def _run_2d(model, keypoints, K, weights, sub, learning_rate, pose_prior, shape_prior,
             flat_hand_mean, *, rigid_steps, steps, sub_tips, tips, joint_kind, joint_order):
     """The whole 2D fit as one compiled function: optimise on `sub`, report on `model`."""
     pose, betas, trans = _fit_2d(sub, keypoints, K, weights, learning_rate, pose_prior,
