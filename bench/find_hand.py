@@ -8,9 +8,9 @@ true box's crop ("true, re-found"). Prints figures only.
 
     python -m bench.find_hand --workdir RUN --images DIR [--num 256] [--which last|best]
 
-DIR is a FreiHAND-layout evaluation set (datasets/synthetic's output: evaluation/rgb/*.jpg,
-evaluation_K.json, evaluation_xyz.json); the true 2D keypoints are the pinhole projections of
-the 3D labels, the true box is their box (the pipeline's crop rule around it). Errors are in
+DIR is a FreiHAND-layout evaluation set (datasets/synthetic_generator's output:
+evaluation/rgb/*.jpg, evaluation_K.json, evaluation_xyz.json); the true 2D keypoints are the
+pinhole projections of the 3D labels, the true box is their box (the pipeline's crop rule around it). Errors are in
 IMAGE pixels (crops of different sizes are compared on one scale): per image the mean over the
 21 joints of |predicted - true|, then the mean over images +- its standard error; the found box
 is also compared with the true one as a paired difference.

@@ -1,6 +1,6 @@
 """Throughput of the tf.data input pipeline (datasets/pipeline.py, preprocess.py): images/s
 through decode + crop + augmentation + targets + batching, total and per CPU core, on the
-main job's data (synthetic 224x224 hands from datasets.synthetic, built with the
+main job's data (synthetic 224x224 hands from datasets.synthetic_generator, built with the
 synthetic_hands builder) and with a config file's pipeline settings (default: the main job's,
 configs/default.py). Prints figures only.
 
@@ -32,7 +32,7 @@ import tensorflow.experimental.numpy as tnp  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from bench.machine import cpu_model  # noqa: E402
-from datasets import pipeline, preprocess, registry, synthetic  # noqa: E402
+from datasets import pipeline, preprocess, registry, synthetic_generator  # noqa: E402
 from hiu_jax import runs  # noqa: E402
 from hiu_jax.geometry import warps  # noqa: E402
 
@@ -116,10 +116,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         raw, data = os.path.join(tmp, "raw"), os.path.join(tmp, "data")
         t0 = time.perf_counter()
-        synthetic.generate(raw, args.images, 1, seed=0, progress=False)
+        synthetic_generator.generate(raw, args.images, 1, seed=0, progress=False)
         builder = registry.make_builder("synthetic_hands", data_dir=data, manual_dir=raw)
-        print(f"generated and built {args.images} synthetic {synthetic.IMAGE_SIZE}x"
-              f"{synthetic.IMAGE_SIZE} hands in {time.perf_counter() - t0:.1f} s")
+        print(f"generated and built {args.images} synthetic {synthetic_generator.IMAGE_SIZE}x"
+              f"{synthetic_generator.IMAGE_SIZE} hands in {time.perf_counter() - t0:.1f} s")
 
         block = runs.load_config_file(args.config).pipeline
         knobs = pipeline.settings_from_config(block).knobs

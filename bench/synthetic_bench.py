@@ -21,8 +21,8 @@ from PIL import Image
 
 import mano_jax
 from bench.machine import cpu_model
-from datasets import synthetic
-from datasets.synthetic import generator
+from datasets import synthetic_generator
+from datasets.synthetic_generator import generator
 
 
 def stages(num, batch, size):
@@ -54,19 +54,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--size", type=int, default=synthetic.IMAGE_SIZE)
+    parser.add_argument("--size", type=int, default=synthetic_generator.IMAGE_SIZE)
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage table")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     print(f"device: {jax.devices()[0].device_kind}; CPU: {cpu_model()}; cores: {cores}")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        synthetic.generate(tmp + "/warm", args.batch, 0, image_size=args.size,
+        synthetic_generator.generate(tmp + "/warm", args.batch, 0, image_size=args.size,
                            batch_size=args.batch, progress=False)
         print(f"warm-up (compile, background bank + {args.batch} images): "
               f"{time.perf_counter() - t0:.1f} s")
         t0, c0 = time.perf_counter(), time.process_time()
-        synthetic.generate(tmp + "/run", args.num, 0, seed=1, image_size=args.size,
+        synthetic_generator.generate(tmp + "/run", args.num, 0, seed=1, image_size=args.size,
                            batch_size=args.batch, progress=False)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     rate = args.num / seconds

@@ -33,7 +33,8 @@ def model_config(size: str = "small") -> ml_collections.ConfigDict:
     m.init_cam_scale = 1.2  # s = init_cam_scale * exp(theta_s): HMR's start at the data's mean
     # The regressor's starting global rotation (axis-angle, camera frame): the procedural hand
     # with its fingers up and its palm plane facing the camera, the centre of the synthetic
-    # "freihand" viewpoints (datasets/synthetic/camera.py: target frame at a = e = 0, roll pi / 2).
+    # "freihand" viewpoints (datasets/synthetic_generator/placement.py: target frame at
+    # a = e = 0, roll pi / 2).
     m.init_global_rot = (1.1263, -1.2277, -1.293)
     m.beta_limit = 3.0  # betas = 3 tanh(theta / 3): within 3 standard deviations of the mean
     m.coarse_to_fine_inputs = True  # the regressor reads the heat-map keypoints and pooled POF

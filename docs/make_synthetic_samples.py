@@ -2,8 +2,8 @@
 
     python -m docs.make_synthetic_samples [--num 16] [--cols 4] [--seed 0] [--out PATH]
 
-Generates `num` samples with `datasets.synthetic.generate` into a temporary folder, reads them
-back from disk exactly as written (JPEG, *_K.json, *_xyz.json, mask JPEG) and draws, for each,
+Generates `num` samples with `datasets.synthetic_generator.generate` into a temporary folder,
+reads them back from disk exactly as written (JPEG, *_K.json, *_xyz.json, mask JPEG) and draws, for each,
 the image on the left and the same image with its labels on the right: the 21 keypoints
 projected with K and joined by the skeleton's bones (one colour per finger), and the mask's
 outline (white). What lines up here lines up in training.
@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
-from datasets import synthetic
+from datasets import synthetic_generator
 from hiu_jax.geometry.skeleton import BONES
 
 FINGER_COLOURS = [(214, 39, 40), (255, 127, 14), (44, 160, 44), (31, 119, 180), (148, 103, 189)]
@@ -60,9 +60,9 @@ def main():
     parser.add_argument("--out", default=str(pathlib.Path(__file__).with_name(
         "synthetic_samples.png")))
     args = parser.parse_args()
-    size = synthetic.IMAGE_SIZE
+    size = synthetic_generator.IMAGE_SIZE
     with tempfile.TemporaryDirectory() as tmp:
-        synthetic.generate(tmp, args.num, 0, seed=args.seed, progress=False)
+        synthetic_generator.generate(tmp, args.num, 0, seed=args.seed, progress=False)
         with open(os.path.join(tmp, "training_K.json")) as f:
             K = np.asarray(json.load(f))
         with open(os.path.join(tmp, "training_xyz.json")) as f:

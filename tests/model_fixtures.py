@@ -1,7 +1,7 @@
 """One tiny trained run per session, shared by tests/test_eval_model.py and tests/test_infer.py.
 
-`tiny_run` generates 16 + 8 synthetic hands at 96 px (python -m datasets.synthetic), then trains
-configs/tiny.py for 4 steps with train.py (a lighter network than tiny.py's: one stack, one
+`tiny_run` generates 16 + 8 synthetic hands at 96 px (python -m datasets.synthetic_generator), then
+trains configs/tiny.py for 4 steps with train.py (a lighter network than tiny.py's: one stack, one
 regressor iteration, no silhouette term). CPU time is almost all XLA compilation, so every
 subprocess of these tests
 - shares one persistent JAX compilation cache (JAX_COMPILATION_CACHE_DIR): eval.py and the demo
@@ -48,7 +48,7 @@ def tiny_run_once(tmp_path_factory) -> TinyRun:
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", TF_CPP_MIN_LOG_LEVEL="2",
                XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + FAST_COMPILE).strip())
     syn = str(root / "synthetic")
-    r = run_python(["-m", "datasets.synthetic", "--out", syn, "--num", str(NUM_TRAIN),
+    r = run_python(["-m", "datasets.synthetic_generator", "--out", syn, "--num", str(NUM_TRAIN),
                     "--num-eval", str(NUM_EVAL), "--size", str(IMAGE_SIZE)], env)
     assert r.returncode == 0, r.stderr[-3000:]
     workdir = str(root / "run")

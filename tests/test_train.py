@@ -68,10 +68,10 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     shared = _shared_tiny_run()
     if shared is None:
-        from datasets import synthetic
+        from datasets import synthetic_generator
 
         syn = str(root / "synthetic")
-        synthetic.generate(syn, NUM_TRAIN, NUM_EVAL, seed=0, image_size=IMAGE_SIZE,
+        synthetic_generator.generate(syn, NUM_TRAIN, NUM_EVAL, seed=0, image_size=IMAGE_SIZE,
                            batch_size=8, progress=False)
         env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", TF_CPP_MIN_LOG_LEVEL="2",

@@ -1,2 +1,3 @@
-"""Synthetic hands from datasets.synthetic, FreiHAND layout (builder `synthetic_hands`)."""
+"""The synthetic hands that datasets.synthetic_generator writes in the FreiHAND layout: the TFDS
+builder `synthetic_hands`."""
 from datasets.synthetic_hands.synthetic_hands_dataset_builder import Builder

@@ -1,4 +1,4 @@
-"""TFDS builder for the synthetic hands that `python -m datasets.synthetic` writes.
+"""TFDS builder for the synthetic hands that `python -m datasets.synthetic_generator` writes.
 
 The generator writes exactly FreiHAND's layout with one image version (see the freihand builder
 for the layout, the splits and every label), so this builder is the FreiHAND builder with its own
@@ -10,8 +10,8 @@ name and instructions, the single config 'gs', and two class switches:
 The MANO values follow FreiHAND's convention: 61 numbers, pose with the hand mean added
 (mano_flat_hand_mean=False).
 
-Besides 'gs', every name `datasets.synthetic.dataset_name` gives (n<N>_e<M>_s<seed>_v<version>)
-is a config with the same single version: train.py builds each generated set as its own config,
+Besides 'gs', every name `datasets.synthetic_generator.dataset_name` gives
+(n<N>_e<M>_s<seed>_v<version>) is a config with the same single version: train.py builds each generated set as its own config,
 so two sets of different sizes get different tfds directories in one data_dir.
 """
 import re
@@ -30,14 +30,14 @@ class Builder(freihand.Builder):
         freihand.FreihandConfig(name="gs", versions=("gs",), description="the rendered images")
     ]
     DEFAULT_CONFIG_NAME = "gs"
-    GENERATED_NAME = re.compile(r"n\d+_e\d+_s\d+_v\d+")  # datasets.synthetic.dataset_name
+    GENERATED_NAME = re.compile(r"n\d+_e\d+_s\d+_v\d+")  # datasets.synthetic_generator.dataset_name
     HOMEPAGE = ""
     DESCRIPTION = __doc__
     EVAL_MASKS = True  # the generator also writes evaluation/mask/%08d.jpg
     EVAL_OPTIONAL = True  # `generate(..., num_eval=0)` writes no evaluation files
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Nothing to download: generate the data with
-  python -m datasets.synthetic --out DIR --num N
+  python -m datasets.synthetic_generator --out DIR --num N
 and pass DIR as manual_dir. DIR then holds FreiHAND's layout with one image version:
   training/rgb/%08d.jpg, training/mask/%08d.jpg,
   training_K.json, training_mano.json, training_xyz.json, training_verts.json,

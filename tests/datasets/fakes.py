@@ -106,7 +106,7 @@ def write_fake_freihand(
     grey JPEG 0/255), training_{K,mano,xyz,verts,scale}.json, evaluation/rgb/%08d.jpg,
     evaluation_{K,scale}.json and, with with_eval_gt, evaluation_{xyz,verts,mano}.json.
     mano entries are 1x61 nested lists as in the release. n_eval=0 writes no evaluation files;
-    eval_masks=True adds evaluation/mask/%08d.jpg (what datasets/synthetic/ also writes).
+    eval_masks=True adds evaluation/mask/%08d.jpg (what datasets/synthetic_generator/ also writes).
     Returns {'training': {...}, 'evaluation': {...}, 'masks': (n_train, S, S) bool,
     'eval_masks': (n_eval, S, S) bool or None} of arrays.
     """

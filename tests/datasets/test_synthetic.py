@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import mano_jax
-from datasets import synthetic
+from datasets import synthetic_generator
 
 SIZE = 96  # small images keep the test fast; the layout and labels do not depend on the size
 
@@ -20,7 +20,8 @@ def _read(root, split, name):
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("synthetic"))
-    info = synthetic.generate(root, 6, 2, seed=3, image_size=SIZE, batch_size=4, progress=False)
+    info = synthetic_generator.generate(root, 6, 2, seed=3, image_size=SIZE, batch_size=4,
+                                        progress=False)
     return root, info
 
 
@@ -36,7 +37,7 @@ def test_freihand_layout(generated):
             assert rgb.format == "JPEG" and rgb.mode == "RGB" and rgb.size == (SIZE, SIZE)
             mask = np.asarray(Image.open(os.path.join(root, split, "mask", f"{i:08d}.jpg")))
             assert mask.shape == (SIZE, SIZE)
-    with open(os.path.join(root, synthetic.INFO_NAME)) as f:
+    with open(os.path.join(root, synthetic_generator.INFO_NAME)) as f:
         assert json.load(f)["seed"] == 3
 
 
@@ -74,7 +75,8 @@ def test_mask_is_the_visible_hand(generated):
 
 def test_reproducible_per_sample(generated, tmp_path):
     root, _ = generated
-    synthetic.generate(str(tmp_path), 6, 0, seed=3, image_size=SIZE, batch_size=3, progress=False)
+    synthetic_generator.generate(str(tmp_path), 6, 0, seed=3, image_size=SIZE, batch_size=3,
+                                 progress=False)
     for name in ("K", "xyz", "verts", "mano", "scale"):
         np.testing.assert_array_equal(_read(root, "training", name), _read(tmp_path, "training", name))
     for i in range(6):
@@ -98,9 +100,9 @@ def test_read_by_the_synthetic_hands_builder(generated, tmp_path):
 
 def test_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="num_train"):
-        synthetic.generate(str(tmp_path), 0)
+        synthetic_generator.generate(str(tmp_path), 0)
     with pytest.raises(ValueError, match="right-hand"):
-        synthetic.generate(str(tmp_path), 1, model=mano_jax.procedural_model("left"))
+        synthetic_generator.generate(str(tmp_path), 1, model=mano_jax.procedural_model("left"))
 
 
 def test_freihand_viewpoints_keep_the_long_axis_near_the_image_plane():
@@ -109,29 +111,29 @@ def test_freihand_viewpoints_keep_the_long_axis_near_the_image_plane():
     from scipy.spatial.transform import Rotation
 
     model = mano_jax.procedural_model()
-    frame = synthetic.hand_frame(model)
+    frame = synthetic_generator.hand_frame(model)
     np.testing.assert_allclose(frame.T @ frame, np.eye(3), atol=1e-12)
     rng = np.random.default_rng(0)
-    axes = np.stack([Rotation.from_rotvec(synthetic.sample_global_rotation(rng, frame)).apply(
-        frame[:, 0]) for _ in range(2000)])
+    axes = np.stack([Rotation.from_rotvec(synthetic_generator.sample_global_rotation(
+        rng, frame)).apply(frame[:, 0]) for _ in range(2000)])
     elevation = np.degrees(np.arcsin(np.abs(axes[:, 2])))
     assert elevation.max() <= 70.0 + 1e-6
     assert np.mean(-axes[:, 1] > 0) > 0.85  # fingers up (-y): P(|a| < 90 deg) = 0.93
-    uniform = np.stack([Rotation.from_rotvec(synthetic.sample_global_rotation(
+    uniform = np.stack([Rotation.from_rotvec(synthetic_generator.sample_global_rotation(
         rng, frame, "uniform")).apply(frame[:, 0]) for _ in range(2000)])
     assert abs(np.mean(-uniform[:, 1] > 0) - 0.5) < 0.05
     with pytest.raises(ValueError, match="viewpoints"):
-        synthetic.sample_global_rotation(rng, frame, "sideways")
+        synthetic_generator.sample_global_rotation(rng, frame, "sideways")
 
 
 def test_skin_layout_marks_palm_back_and_five_nails():
     """The palm / back split and the nails, from any MANO-format template: each side covers a
     good part of the hand, and each of the five fingertips has nail vertices on its back."""
     model = mano_jax.procedural_model()
-    palm, nail = synthetic.skin_layout(model)
+    palm, nail = synthetic_generator.skin_layout(model)
     assert (palm > 0.3).mean() > 0.25 and (palm < -0.3).mean() > 0.25
     assert np.all(palm[nail] < -0.3)
     verts = np.asarray(model.v_template)
     for tip in mano_jax.TIP_PRESETS["freihand"]["right"]:
-        near = np.linalg.norm(verts - verts[tip], axis=1) < synthetic.NAIL_RADIUS
+        near = np.linalg.norm(verts - verts[tip], axis=1) < synthetic_generator.NAIL_RADIUS
         assert np.any(nail & near), tip

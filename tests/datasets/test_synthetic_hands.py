@@ -9,7 +9,7 @@ from tests.datasets import fakes
 def test_builder_identity():
     assert sh.Builder.name == "synthetic_hands" and fh.Builder.name == "freihand"
     assert [c.name for c in sh.Builder.BUILDER_CONFIGS] == ["gs"]
-    assert "python -m datasets.synthetic --out DIR --num N" in \
+    assert "python -m datasets.synthetic_generator --out DIR --num N" in \
         sh.Builder.MANUAL_DOWNLOAD_INSTRUCTIONS
 
 

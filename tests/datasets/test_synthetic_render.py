@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mano_jax
-from datasets.synthetic import appearance, backgrounds, camera, generator, hands
+from datasets.synthetic_generator import appearance, backgrounds, generator, hands, placement
 from hiu_jax.geometry.projection import project_pinhole
 
 SIZE = 64  # small images keep the tests fast; nothing here depends on the size
@@ -93,19 +93,19 @@ def test_whole_hand_in_frame():
     """All 21 keypoints inside the image in every sample, >= 98 % of the vertices on average
     (each accepted placement holds >= MIN_VERTICES_IN of them)."""
     model = mano_jax.procedural_model()
-    frame = camera.hand_frame(model)
+    frame = placement.hand_frame(model)
     rngs = _rngs(range(48), seed=9)
     params = [hands.sample_hand_params(r, model, procedural_poses=True, frame=frame) for r in rngs]
     verts, joints = (np.asarray(x, np.float64) for x in hands.posed_hands(
         model, np.stack([p for p, _ in params]), np.stack([b for _, b in params])))
     share = []
     for r, v, j in zip(rngs, verts, joints):
-        K, t = camera.sample_camera(r, v, j, 224)
-        assert np.all(camera.inside(project_pinhole(K, j + t, xp=np), 224))
-        share.append(camera.inside(project_pinhole(K, v + t, xp=np), 224).mean())
+        K, t = placement.sample_camera(r, v, j, 224)
+        assert np.all(placement.inside(project_pinhole(K, j + t, xp=np), 224))
+        share.append(placement.inside(project_pinhole(K, v + t, xp=np), 224).mean())
         f = K[0, 0]
-        assert 500 <= f <= 700 and abs(K[0, 2] - 111.5) <= camera.PRINCIPAL_JITTER
-    assert np.mean(share) >= 0.98 and np.min(share) >= camera.MIN_VERTICES_IN
+        assert 500 <= f <= 700 and abs(K[0, 2] - 111.5) <= placement.PRINCIPAL_JITTER
+    assert np.mean(share) >= 0.98 and np.min(share) >= placement.MIN_VERTICES_IN
 
 
 def test_same_seed_same_pixels_whatever_the_batching(scene):
@@ -173,7 +173,7 @@ def test_background_bank_photos_and_textures():
 def test_back_face_culling_changes_nothing_on_the_closed_hand_and_forearm(scene):
     """The capped forearm closes the hand, so culling faces turned away from the camera gives
     the same picture as drawing both sides (up to pixel centres on an edge seen edge-on)."""
-    from datasets.synthetic.rasterizer import rasterize_hands
+    from datasets.synthetic_generator.rasterizer import rasterize_hands
 
     geo = generator._geometry(scene, _rngs(range(4)), "freihand")
     both, _, _ = rasterize_hands(geo["all_verts"], geo["all_faces"], geo["K"], SIZE)
@@ -185,7 +185,7 @@ def test_back_face_culling_changes_nothing_on_the_closed_hand_and_forearm(scene)
 def test_occlusion_darkens_skin_facing_another_finger():
     """A vertex whose normal points at a nearby keypoint sphere is darkened, one facing away or
     far from every sphere is not (the sphere's own finger lies behind the surface)."""
-    from datasets.synthetic import shading
+    from datasets.synthetic_generator import skin_lighting
 
     joints = np.zeros((1, 21, 3))
     joints[0, :, 0] = 1.0  # every sphere far away ...
@@ -193,9 +193,9 @@ def test_occlusion_darkens_skin_facing_another_finger():
     vertices = np.zeros((1, 3, 3))
     vertices[0, 2] = (0.0, 0.0, -1.0)
     normals = np.array([[[0.0, 0.0, 1.0], [0.0, 0.0, -1.0], [0.0, 0.0, 1.0]]], np.float32)
-    ao = shading.occlusion(vertices, normals, joints)
+    ao = skin_lighting.occlusion(vertices, normals, joints)
     assert ao[0, 0] < 0.8 and ao[0, 1] > 0.99 and ao[0, 2] > 0.99
-    assert ao.min() >= shading.AO_FLOOR
+    assert ao.min() >= skin_lighting.AO_FLOOR
 
 
 def test_soften_keeps_flat_regions_and_blurs_edges():

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from datasets import registry, synthetic
+from datasets import registry, synthetic_generator
 from tests.datasets import fakes
 
 
@@ -18,9 +18,9 @@ def _fake_generate(out_dir, num_train, num_eval=0, *, seed=0, **_):
     os.makedirs(out_dir, exist_ok=True)
     fakes.write_fake_freihand(out_dir, n_train=num_train, n_eval=num_eval, versions=1,
                               eval_masks=True, seed=seed)
-    info = dict(generator="fake", version=synthetic.GENERATOR_VERSION, seed=seed,
+    info = dict(generator="fake", version=synthetic_generator.GENERATOR_VERSION, seed=seed,
                 num_train=num_train, num_eval=num_eval)
-    with open(os.path.join(out_dir, synthetic.INFO_NAME), "w") as f:
+    with open(os.path.join(out_dir, synthetic_generator.INFO_NAME), "w") as f:
         json.dump(info, f)
     _fake_generate.calls.append(out_dir)
     return info
@@ -29,7 +29,7 @@ def _fake_generate(out_dir, num_train, num_eval=0, *, seed=0, **_):
 @pytest.fixture
 def fake_generator(monkeypatch):
     _fake_generate.calls = []
-    monkeypatch.setattr(synthetic, "generate", _fake_generate)
+    monkeypatch.setattr(synthetic_generator, "generate", _fake_generate)
     return _fake_generate.calls
 
 
@@ -58,8 +58,8 @@ def test_sets_of_different_sizes_coexist(tmp_path, fake_generator):
     dir_small, name_small = registry.synthetic_set(small)
     dir_large, name_large = registry.synthetic_set(large)
     root = str(tmp_path / "synthetic")
-    assert dir_small == synthetic.dataset_dir(root, 2, 1, small.seed)
-    assert dir_large == synthetic.dataset_dir(root, 4, 2, large.seed)
+    assert dir_small == synthetic_generator.dataset_dir(root, 2, 1, small.seed)
+    assert dir_large == synthetic_generator.dataset_dir(root, 4, 2, large.seed)
     assert (name_small, name_large) == (os.path.basename(dir_small), os.path.basename(dir_large))
     assert fake_generator == [dir_small, dir_large]
     sources = registry.sources_from_config(small)
@@ -85,7 +85,8 @@ def test_a_set_generated_by_hand_into_synthetic_dir_is_used_as_it_is(tmp_path, f
     assert "synthetic_hands" not in registry.sources_from_config(config).builder_configs  # 'gs'
     assert _split_sizes(config) == {"train": 2, "test": 1}
     other = _config(tmp_path, 3, 1)  # other sizes: their own directory beside it
-    assert registry.synthetic_set(other)[0] == synthetic.dataset_dir(root, 3, 1, other.seed)
+    assert registry.synthetic_set(other)[0] == synthetic_generator.dataset_dir(root, 3, 1,
+                                                                               other.seed)
 
 
 def test_runs_without_synthetic_hands_generate_nothing(tmp_path, fake_generator):
@@ -100,9 +101,9 @@ def test_runs_without_synthetic_hands_generate_nothing(tmp_path, fake_generator)
 def test_dataset_name_is_a_synthetic_hands_config():
     from datasets.synthetic_hands import synthetic_hands_dataset_builder as sh
 
-    name = synthetic.dataset_name(2048, 128, 0)
-    assert name == f"n2048_e128_s0_v{synthetic.GENERATOR_VERSION}"
+    name = synthetic_generator.dataset_name(2048, 128, 0)
+    assert name == f"n2048_e128_s0_v{synthetic_generator.GENERATOR_VERSION}"
     assert sh.Builder.get_builder_config(name).versions == ("gs",)
     assert sh.Builder.get_builder_config("n2048") is None
     with pytest.raises(ValueError, match="num_eval must be an integer >= 0"):
-        synthetic.dataset_name(4, -1, 0)
+        synthetic_generator.dataset_name(4, -1, 0)

@@ -14,12 +14,12 @@ from hiu_jax import models, training
 @pytest.fixture(scope="module")
 def eight_hands(tmp_path_factory):
     """8 synthetic hands through the real pipeline (no augmentation): one fixed batch."""
-    from datasets import pipeline, synthetic
+    from datasets import pipeline, synthetic_generator
     from datasets.synthetic_hands import synthetic_hands_dataset_builder as sh
     from tests.datasets import fakes
 
     root = tmp_path_factory.mktemp("eight")
-    synthetic.generate(str(root / "raw"), 8, 0, seed=11, image_size=96, batch_size=8,
+    synthetic_generator.generate(str(root / "raw"), 8, 0, seed=11, image_size=96, batch_size=8,
                        progress=False)
     builder = fakes.build(sh.Builder, root / "raw", root / "tfds")
     config = tiny.get_config()

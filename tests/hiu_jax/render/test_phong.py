@@ -1,4 +1,4 @@
-"""Tests for hiu_jax.render.shading: render (colours, mask, depth, Lambert) and vertex normals."""
+"""Tests for hiu_jax.render.phong: render (colours, mask, depth, Lambert) and vertex normals."""
 import numpy as np
 
 from hiu_jax import render

@@ -24,7 +24,7 @@ import numpy as np
 
 import mano_jax
 
-from .camera import hand_frame
+from .placement import hand_frame
 from .rasterizer import template_normals
 
 # Skin tones from very light to very dark (sRGB in [0, 1]), roughly Fitzpatrick I-VI.

@@ -3,9 +3,9 @@
 Per sample (all drawn from the sample's own generator seeded by (seed, split, index), so any
 image can be regenerated alone and the set is reproducible bit for bit): a hand (`hands`) in a
 FreiHAND-like pose and viewpoint, placed wholly in the image by FreiHAND-like intrinsics
-(`camera`), a forearm or sleeve, skin with palm/back, nails, creases and texture
-(`appearance`), key/fill/ambient light with highlights (`shading`), a photographic or procedural
-background (`backgrounds`), sometimes occluders (`occluders`), sensor noise and JPEG.
+(`placement`), a forearm or sleeve, skin with palm/back, nails, creases and texture
+(`appearance`), key/fill/ambient light with highlights (`skin_lighting`), a photographic or
+procedural background (`backgrounds`), sometimes occluders (`occluders`), sensor noise and JPEG.
 The mask holds the visible MANO hand's pixels (not the forearm, not occluded pixels).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tqdm import tqdm
 import mano_jax
 from hiu_jax.geometry import projection
 
-from . import appearance, backgrounds, camera, hands, occluders, shading
+from . import appearance, backgrounds, hands, occluders, placement, skin_lighting
 from .rasterizer import rasterize_hands
 
 IMAGE_SIZE = 224
@@ -35,7 +35,7 @@ INFO_NAME = "synthetic_info.json"
 # 3: skin detail (nails, creases, texture, palm/back), forearm/sleeve, key/fill/ambient light,
 # photographic + procedural backgrounds, textured occluders, whole hand in frame.
 GENERATOR_VERSION = 3
-VIEWPOINTS = camera.VIEWPOINTS
+VIEWPOINTS = placement.VIEWPOINTS
 LABELS = ("K", "xyz", "verts", "mano", "scale")  # written as <split>_<name>.json
 SLEEVE_PROBABILITY = 0.5
 NOISE_SEED = 7
@@ -69,7 +69,7 @@ class Scene:
         self.model = model
         self.size = size
         self.procedural_poses = hands.is_procedural(model)
-        self.frame = camera.hand_frame(model)
+        self.frame = placement.hand_frame(model)
         self.layout = appearance.surface_layout(model, self.frame)
         self.faces = np.asarray(model.faces, np.int64)
         self.num_vertices = int(model.v_template.shape[0])
@@ -126,7 +126,7 @@ def _geometry(scene: Scene, rngs, viewpoints) -> dict:
         betas = np.stack([b for _, b in params])
         verts, joints = (np.asarray(x, np.float64) for x in hands.posed_hands(model, pose, betas))
     with _stage("camera placement"):
-        cams = [camera.sample_camera(r, v, j, size) for r, v, j in zip(rngs, verts, joints)]
+        cams = [placement.sample_camera(r, v, j, size) for r, v, j in zip(rngs, verts, joints)]
         K = np.stack([k for k, _ in cams])
         trans = np.stack([t for _, t in cams])
         verts_cam = verts + trans[:, None]
@@ -156,7 +156,7 @@ def _picture(scene: Scene, rngs, geo: dict):
         # Drawn in a fixed order from each sample's generator.
         dynamic = np.empty((B, Vt, 7), np.float32)  # albedo, normal, ambient occlusion
         dynamic[:, :, 3:6] = geo["normals"]
-        dynamic[:, :, 6] = shading.occlusion(all_verts, geo["normals"], joints_cam)
+        dynamic[:, :, 6] = skin_lighting.occlusion(all_verts, geo["normals"], joints_cam)
         jitter = np.empty((B, 3), np.float32)
         depth = np.empty((B,), np.float32)
         sleeve = np.zeros((B, 3), np.float32)  # sleeve colour, or 0 for a bare forearm
@@ -167,7 +167,7 @@ def _picture(scene: Scene, rngs, geo: dict):
             dynamic[i, V:, 0:3] = tone * np.array([0.97, 0.95, 0.95]) * r.uniform(0.9, 1.0)
             if r.uniform() < SLEEVE_PROBABILITY:
                 sleeve[i] = r.uniform(0.05, 0.95, 3)
-            lights.append(shading.sample_lights(r))
+            lights.append(skin_lighting.sample_lights(r))
         static = scene.static
         assert static.shape[0] == Vt, (static.shape, Vt)
     with _stage("interpolate"):
@@ -207,7 +207,7 @@ def _picture(scene: Scene, rngs, geo: dict):
             ray = np.stack([(local % size - K[i, 0, 2]) / K[i, 0, 0],
                             (local // size - K[i, 1, 2]) / K[i, 1, 1],
                             np.ones(len(local))]).astype(np.float32)
-            shaded = shading.shade(colour, px[3:6, sl], ray, lights[i], gloss, px[6, sl])
+            shaded = skin_lighting.shade(colour, px[3:6, sl], ray, lights[i], gloss, px[6, sl])
         with _stage("backgrounds"):
             canvas = backgrounds.background(r, scene.bank_images, size)
             canvas.reshape(-1, 3)[local] = (np.clip(shaded, 0, 1) * 255 + 0.5).astype(np.uint8).T
@@ -261,7 +261,7 @@ def generate(out_dir, num_train, num_eval=0, *, seed=0, model=None, model_path=N
       batch_size: hands rendered per jitted call.
       workers: threads encoding and writing JPEGs.
       viewpoints: "freihand" (hands seen as in FreiHAND, the default) or "uniform" (global
-        rotations uniform on SO(3)); see `camera.sample_global_rotation`.
+        rotations uniform on SO(3)); see `placement.sample_global_rotation`.
     """
     if viewpoints not in VIEWPOINTS:
         raise ValueError(f"viewpoints must be one of {VIEWPOINTS}, got {viewpoints!r}")
@@ -321,7 +321,7 @@ def generate(out_dir, num_train, num_eval=0, *, seed=0, model=None, model_path=N
                             np.round(np.concatenate(value), 8))
     bar.close()
     seconds = time.perf_counter() - start
-    info = dict(generator="datasets.synthetic", version=GENERATOR_VERSION, seed=seed,
+    info = dict(generator="datasets.synthetic_generator", version=GENERATOR_VERSION, seed=seed,
                 num_train=num_train, num_eval=num_eval, image_size=image_size,
                 viewpoints=viewpoints,
                 model=model_path or f"procedural {model.side} hand",
@@ -382,7 +382,7 @@ def read_info(directory):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m datasets.synthetic",
+    parser = argparse.ArgumentParser(prog="python -m datasets.synthetic_generator",
                                      description="Writes a synthetic hand dataset in the "
                                                  "FreiHAND layout.")
     parser.add_argument("--out", required=True, help="dataset root to write (FreiHAND layout)")
@@ -403,7 +403,7 @@ def main(argv=None):
                         model_path=args.model, image_size=args.size, batch_size=args.batch,
                         viewpoints=args.viewpoints)
     except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"datasets.synthetic: {e}", file=sys.stderr)
+        print(f"datasets.synthetic_generator: {e}", file=sys.stderr)
         return 2
     print(f"wrote {info['num_train']} training and {info['num_eval']} evaluation samples to "
           f"{args.out} ({info['images_per_second']} images/s)")

@@ -18,7 +18,7 @@ import numpy as np
 import mano_jax
 from mano_jax import procedural
 
-from .camera import hand_frame, sample_global_rotation
+from .placement import hand_frame, sample_global_rotation
 
 # Forearm rings: distance from the wrist ring along the forearm (metres) and radius factor.
 FOREARM_RINGS = ((0.03, 1.04), (0.08, 1.10), (0.16, 1.16), (0.30, 1.20))

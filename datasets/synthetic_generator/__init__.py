@@ -1,6 +1,7 @@
 """The synthetic hand dataset: rendered hands written in the exact FreiHAND layout.
 
-    python -m datasets.synthetic --out DIR --num N [--num-eval M] [--seed S] [--model MANO.pkl]
+    python -m datasets.synthetic_generator --out DIR --num N [--num-eval M] [--seed S] \
+        [--model MANO.pkl]
 
 Each sample is a hand (the procedural model, or a user's right-hand MANO file) in a random
 plausible pose and shape, seen from a FreiHAND-like viewpoint (or a uniform one) through
@@ -20,12 +21,12 @@ MANO values follow FreiHAND: 48 pose values with the hand mean ADDED (flat_hand_
 10 betas, the uv of keypoint 9 and scale = f / z9, so xyz9 = [u - cx, v - cy, f] / scale.
 Keypoints are the mesh-regressed joints plus the FreiHAND fingertip vertices, OpenPose order.
 
-Modules: camera (viewpoints, intrinsics, in-frame placement), hands (poses, MANO, forearm),
-appearance (skin), shading (lights), backgrounds, occluders, rasterizer (the only calls into
+Modules: placement (viewpoints, intrinsics, in-frame placement), hands (poses, MANO, forearm),
+appearance (skin), skin_lighting (lights), backgrounds, occluders, rasterizer (the only calls into
 hiu_jax.render), generator (batching, writing, info, CLI).
 """
 from .appearance import NAIL_RADIUS, SKIN_TONES, skin_layout, surface_layout
-from .camera import VIEWPOINTS, hand_frame, sample_camera, sample_global_rotation
+from .placement import VIEWPOINTS, hand_frame, sample_camera, sample_global_rotation
 from .generator import (GENERATOR_VERSION, IMAGE_SIZE, INFO_NAME, SPLITS, dataset_dir,
                        dataset_name, generate, main, read_info)
 from .hands import is_procedural, sample_hand_params

@@ -1,0 +1,6 @@
+"""python -m datasets.synthetic_generator: see datasets/synthetic_generator/__init__.py."""
+import sys
+
+from .generator import main
+
+sys.exit(main())
