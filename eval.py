@@ -59,6 +59,7 @@ import os
 import sys
 
 from hiu_jax import metrics, pointsets, report, runs
+from hiu_jax.geometry import skeleton
 from hiu_jax.runs import UserError
 
 
@@ -105,7 +106,7 @@ def load_ground_truth(gt_dir, set_name="evaluation"):
     verts_list = _load_json(verts_path, "GT vertex file")
     try:
         xyz = pointsets.stack_samples(xyz_path, xyz_list, metrics.NUM_KEYPOINTS)
-        verts = pointsets.stack_samples(verts_path, verts_list, metrics.NUM_MANO_VERTICES)
+        verts = pointsets.stack_samples(verts_path, verts_list, skeleton.NUM_VERTICES)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
     if len(xyz) != len(verts):

@@ -22,7 +22,7 @@ column c, row r has its centre at (c, r).
 Per image, into --out (STEM = the image file name without its extension):
 - STEM.json: keypoints_2d (21 x 2) in ORIGINAL image pixels (of the upright image: a JPEG's EXIF
   orientation is applied first, as viewers show it) and keypoints_2d_crop in crop pixels;
-  joints_3d (21 x 3) and vertices (778 x 3) root-relative (wrist at the origin), metres, camera
+  keypoints_3d (21 x 3) and vertices (778 x 3) root-relative (wrist at the origin), metres, camera
   axes (x right, y down, z forward); mano: pose (48 axis-angle values, flat_hand_mean False: the
   45 finger values are deviations from MANO's hands_mean, as FreiHAND stores them) and betas (10);
   camera: the weak-perspective (s, tx, ty) with uv_crop = N/2 (1 + t + s X_xy / 0.1 m); the box

@@ -28,7 +28,7 @@ from bench.machine import cpu_model
 from hiu_jax import inference, runs
 from hiu_jax.geometry import projection
 
-KEYPOINTS = ("joints_2d", "keypoints_heatmap")  # the mesh's joints (written), the heat maps'
+KEYPOINTS = ("keypoints_2d", "keypoints_heatmap")  # the mesh's joints (written), the heat maps'
 
 
 def true_keypoints(images_dir: str, num: int) -> np.ndarray:
@@ -80,7 +80,7 @@ def main() -> None:
         true = on_box(true_box)
         found_box = inference.found_box(full.pred, full.S)
         results = {"true box": true, "found box": found,
-                   "found (mesh)": on_box(inference.found_box(full.pred, full.S, "joints_2d")),
+                   "found (mesh)": on_box(inference.found_box(full.pred, full.S, "keypoints_2d")),
                    "found, 3 passes": on_box(inference.found_box(found.pred, found.S)),
                    "full image": full,
                    "true centre": on_box(recentred(found_box, true_box)),

@@ -22,6 +22,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hiu_jax import metrics  # noqa: E402
+from hiu_jax.geometry.skeleton import NUM_KEYPOINTS, NUM_VERTICES  # noqa: E402
 
 
 
@@ -52,8 +53,8 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     n = args.samples
-    xyz_gt = rng.normal(size=(n, 21, 3)) * 0.04 + [0.0, 0.0, 0.5]
-    verts_gt = rng.normal(size=(n, 778, 3)) * 0.04 + [0.0, 0.0, 0.5]
+    xyz_gt = rng.normal(size=(n, NUM_KEYPOINTS, 3)) * 0.04 + [0.0, 0.0, 0.5]
+    verts_gt = rng.normal(size=(n, NUM_VERTICES, 3)) * 0.04 + [0.0, 0.0, 0.5]
     sigma = args.noise_mm / 1000.0
     cases = {
         f"noisy ({args.noise_mm:g} mm/coord)": (

@@ -17,6 +17,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hiu_jax import models, training  # noqa: E402
+from hiu_jax.geometry.skeleton import NUM_BONES, NUM_KEYPOINTS, NUM_VERTICES  # noqa: E402
 
 
 
@@ -45,19 +46,19 @@ def fake_batch(config, batch):
     """A batch with the pipeline's keys and shapes (random labels; all flags on)."""
     n, hm = config.crop_size, config.model.heatmap_size
     rng = np.random.default_rng(0)
-    f32 = np.float32
+    f32, J = np.float32, NUM_KEYPOINTS
     b = {
         "image": rng.uniform(0, 1, (batch, n, n, 3)).astype(f32),
         "mask": (rng.uniform(0, 1, (batch, n, n, 1)) > 0.5).astype(f32),
-        "heatmaps": rng.uniform(0, 1, (batch, hm, hm, 21)).astype(f32),
-        "keypoints_2d": rng.uniform(0, n, (batch, 21, 2)).astype(f32),
-        "keypoint_visibility": np.ones((batch, 21), f32),
-        "joints_3d": rng.normal(0, 0.05, (batch, 21, 3)).astype(f32),
+        "heatmaps": rng.uniform(0, 1, (batch, hm, hm, J)).astype(f32),
+        "keypoints_2d": rng.uniform(0, n, (batch, J, 2)).astype(f32),
+        "keypoint_visibility": np.ones((batch, J), f32),
+        "keypoints_3d": rng.normal(0, 0.05, (batch, J, 3)).astype(f32),
         "root_3d": np.tile([0, 0, 0.5], (batch, 1)).astype(f32),
-        "vertices": rng.normal(0, 0.05, (batch, 778, 3)).astype(f32),
+        "vertices": rng.normal(0, 0.05, (batch, NUM_VERTICES, 3)).astype(f32),
         "K": np.tile(np.eye(3), (batch, 1, 1)).astype(f32),
-        "pof": rng.normal(0, 1, (batch, hm, hm, 60)).astype(f32),
-        "pof_weight": np.ones((batch, hm, hm, 20), f32),
+        "pof": rng.normal(0, 1, (batch, hm, hm, 3 * NUM_BONES)).astype(f32),
+        "pof_weight": np.ones((batch, hm, hm, NUM_BONES), f32),
         "mano_pose": rng.normal(0, 0.2, (batch, 48)).astype(f32),
         "mano_betas": rng.normal(0, 1, (batch, 10)).astype(f32),
         "mano_flat_hand_mean": np.zeros((batch,), f32),

@@ -135,8 +135,8 @@ def get_config() -> ml_collections.ConfigDict:
         # direct localisation gradient for the stacks
         mask=1.0,  # binary cross-entropy on logits (+ Dice if mask_dice), per stack
         pof=1.0,  # squared error of the POF vectors on the bones' regions, per stack
-        joints_2d=10.0,  # per regressor iteration; smooth-L1, crop px / crop size
-        joints_3d=100.0,  # per regressor iteration; L1, metres
+        keypoints_2d=10.0,  # per regressor iteration; smooth-L1, crop px / crop size
+        keypoints_3d=100.0,  # per regressor iteration; L1, metres
         camera=10.0,  # per iteration; squared error to the labels' weak-perspective fit
         vertices=100.0,  # L1, metres
         # mean over 16 joints of |R_pred - R|_F^2: finger articulation does not wait for the
@@ -149,12 +149,12 @@ def get_config() -> ml_collections.ConfigDict:
         # Self-supervised: the rendered mesh vs the predicted mask. The soft silhouette costs
         # ~40% of a CPU training step at this size; configs/freihand.py (accelerators) keeps it on.
         silhouette=0.0,
-        joints_consistency=10.0,  # self-supervised: projected mesh joints vs heat-map joints
+        keypoints_consistency=10.0,  # self-supervised: projected mesh joints vs heat-map joints
         pof_consistency=0.1,  # self-supervised: mesh bone directions vs predicted POF
     ))
     config.loss.stack_weights = ()  # one weight per stack; () = 1 for every stack
     config.loss.iteration_weights = ()  # one per regressor iteration; () = 1 for each
-    config.loss.keypoint_loss = "smooth_l1"  # or "l1", for joints_2d and joints_consistency
+    config.loss.keypoint_loss = "smooth_l1"  # or "l1", for keypoints_2d and keypoints_consistency
     config.loss.smooth_l1_beta = 0.01  # smooth-L1 knee, crop-normalised units (2.56 px at 256)
     config.loss.mask_dice = False  # add a Dice loss to the mask term
     config.loss.mask_dice_weight = 1.0  # its weight inside the mask term
@@ -164,7 +164,7 @@ def get_config() -> ml_collections.ConfigDict:
     # weights near the peak are a Gaussian of std s sqrt(T), and the background's mass relative to
     # the peak's is about M^2 exp(-1/T) / (2 pi s^2 T): 6e-8 for T = 0.04, M = 64, s = 2.
     config.loss.softargmax_temperature = 0.04
-    config.loss.joints_consistency_confidence = True  # weight joints by clip(max heat, 0, 1)
+    config.loss.keypoints_consistency_confidence = True  # weight joints by clip(max heat, 0, 1)
     # "mesh": the 2D bone region of the mesh joints; or "magnitude" (where the POF is long)
     config.loss.pof_consistency_region = "mesh"
     config.loss.pof_consistency_width = 1.0  # half-width of that region, heat-map px
@@ -173,7 +173,7 @@ def get_config() -> ml_collections.ConfigDict:
     # multiplied by clip((step - start) / (end - start), 0, 1); start = end = 0: full weight at
     # once. Here from 1/11 to 3/11 of the run (steps 500 to 1500 of 5500): the consistency terms
     # start once the heat maps localise.
-    config.loss.ramp_terms = ("silhouette", "joints_consistency", "pof_consistency")
+    config.loss.ramp_terms = ("silhouette", "keypoints_consistency", "pof_consistency")
     config.loss.ramp_start_step = steps // 11
     config.loss.ramp_end_step = steps * 3 // 11
 

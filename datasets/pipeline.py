@@ -33,35 +33,34 @@ from datasets import preprocess as preprocess_lib
 from datasets import registry, schema
 from hiu_jax.config_blocks import check_keys
 from hiu_jax.geometry import skeleton
+from hiu_jax.geometry.skeleton import NUM_KEYPOINTS, NUM_VERTICES
 
 try:  # TF must never reserve accelerator memory that JAX needs.
     tf.config.set_visible_devices([], "GPU")
 except (RuntimeError, ValueError):  # already initialised, or no such device type
     pass
 
-NUM_JOINTS = schema.NUM_JOINTS
-NUM_VERTICES = schema.NUM_VERTICES
 NUM_BONES = skeleton.NUM_BONES
 
 # The output of the pipeline (one example). Shapes use "crop" = crop_size and "hm" =
 # heatmap_size; batches add [local_device_count, per_device_batch] in front. The crop camera
 # frame is the dataset's camera frame rotated by R = R_z(theta) M (datasets/preprocess.py);
 # evaluation crops never rotate (theta = 0), so there the dataset-frame labels are
-# M (root_3d + joints_3d) and M (root_3d + vertices), M = diag(-1, 1, 1) where mirrored = 1.
+# M (root_3d + keypoints_3d) and M (root_3d + vertices), M = diag(-1, 1, 1) where mirrored = 1.
 OUTPUT_SCHEMA = {
     "image": (("crop", "crop", 3), tf.float32, "RGB in [0, 1]; 0 where the crop leaves the image"),
     "mask": (("crop", "crop", 1), tf.float32, "1 = hand, 0 = background (all 0 if not has_mask)"),
-    "heatmaps": (("hm", "hm", NUM_JOINTS), tf.float32,
+    "heatmaps": (("hm", "hm", NUM_KEYPOINTS), tf.float32,
                  "exp(-d^2 / 2 sigma^2), peak 1 at the keypoint (heat-map coords, see "
                  "hiu_jax.geometry.crops.crop_to_heatmap); all 0 for joints with "
                  "keypoint_visibility 0"),
-    "keypoints_2d": ((NUM_JOINTS, 2), tf.float32, "u, v crop pixels; 0 if not has_2d"),
-    "keypoint_visibility": ((NUM_JOINTS,), tf.float32,
+    "keypoints_2d": ((NUM_KEYPOINTS, 2), tf.float32, "u, v crop pixels; 0 if not has_2d"),
+    "keypoint_visibility": ((NUM_KEYPOINTS,), tf.float32,
                             "1 = labeled, visible and inside the crop [-0.5, crop - 0.5]^2"),
-    "joints_3d": ((NUM_JOINTS, 3), tf.float32, "metres, crop camera frame, minus root_3d"),
+    "keypoints_3d": ((NUM_KEYPOINTS, 3), tf.float32, "metres, crop camera frame, minus root_3d"),
     "root_3d": ((3,), tf.float32, "wrist (joint 0), metres, crop camera frame"),
     "vertices": ((NUM_VERTICES, 3), tf.float32, "metres, crop camera frame, minus root_3d"),
-    "K": ((3, 3), tf.float32, "intrinsics of the crop: proj(K (root_3d + joints_3d)) = 2D"),
+    "K": ((3, 3), tf.float32, "intrinsics of the crop: proj(K (root_3d + keypoints_3d)) = 2D"),
     "pof": (("hm", "hm", 3 * NUM_BONES), tf.float32,
             "unit 3D direction of bone b in channels 3b..3b+2 within pof_width of the 2D bone"),
     "pof_weight": (("hm", "hm", NUM_BONES), tf.float32, "1 where bone b's POF is defined"),

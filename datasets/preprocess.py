@@ -296,20 +296,20 @@ def _crop_and_targets(image, mask, ex: dict, draws: dict, knobs: Knobs, train: b
                                          knobs.heatmap_sigma)
 
     # 3D labels.
-    xyz = tf.linalg.matmul(ex["keypoints_3d"], R, transpose_b=True)
+    keypoints_cam = tf.linalg.matmul(ex["keypoints_3d"], R, transpose_b=True)
     has_3d = flags["has_3d"]
     has_root = has_3d | flags["has_root_3d"]
-    root = tf.where(has_3d, xyz[0], tf.linalg.matvec(R, ex["root_3d"]))
+    root = tf.where(has_3d, keypoints_cam[0], tf.linalg.matvec(R, ex["root_3d"]))
     root = root * tf.cast(has_root, f32)
-    joints_3d = (xyz - root) * tf.cast(has_3d, f32)
+    keypoints_3d = (keypoints_cam - root) * tf.cast(has_3d, f32)
     has_mesh = flags["has_mesh"] & has_root
     verts = tf.linalg.matmul(ex["vertices"], R, transpose_b=True)
     verts = (verts - root) * tf.cast(has_mesh, f32)
 
     pof_valid = has_3d & flags["has_intrinsics"]
-    safe_xyz = tf.where(pof_valid, xyz, tf.ones_like(xyz))  # no division by z = 0
-    joints_hm = crops.crop_to_heatmap(projection.project_pinhole(K_out, safe_xyz, xp=tnp), N, Mh)
-    pof, pof_weight = targets.part_orientation_fields(joints_hm, xyz, pof_valid, Mh,
+    safe_cam = tf.where(pof_valid, keypoints_cam, tf.ones_like(keypoints_cam))  # no division by z = 0
+    joints_hm = crops.crop_to_heatmap(projection.project_pinhole(K_out, safe_cam, xp=tnp), N, Mh)
+    pof, pof_weight = targets.part_orientation_fields(joints_hm, keypoints_cam, pof_valid, Mh,
                                                       knobs.pof_width)
 
     # MANO: global rotation follows R_z; mirrored hands lose their MANO labels.
@@ -326,7 +326,7 @@ def _crop_and_targets(image, mask, ex: dict, draws: dict, knobs: Knobs, train: b
         "heatmaps": heatmaps,
         "keypoints_2d": kp_out,
         "keypoint_visibility": vis_out,
-        "joints_3d": joints_3d,
+        "keypoints_3d": keypoints_3d,
         "root_3d": root,
         "vertices": verts,
         "K": K_out,

@@ -40,9 +40,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from hiu_jax.geometry import projection
+from hiu_jax.geometry.skeleton import NUM_KEYPOINTS, NUM_VERTICES
 
-NUM_JOINTS = 21
-NUM_VERTICES = 778
 MANO_POSE_DIM = 48
 MANO_BETAS_DIM = 10
 HAND_SIDES = ("right", "left")  # ClassLabel ids: right = 0, left = 1
@@ -65,9 +64,9 @@ FLAG_NAMES = (
 # Shapes of the float32 tensor labels and the flag each one belongs to.
 TENSOR_LABELS = {
     "K": ((3, 3), "has_intrinsics"),
-    "keypoints_2d": ((NUM_JOINTS, 2), "has_2d"),
-    "keypoint_visibility": ((NUM_JOINTS,), "has_2d"),
-    "keypoints_3d": ((NUM_JOINTS, 3), "has_3d"),
+    "keypoints_2d": ((NUM_KEYPOINTS, 2), "has_2d"),
+    "keypoint_visibility": ((NUM_KEYPOINTS,), "has_2d"),
+    "keypoints_3d": ((NUM_KEYPOINTS, 3), "has_3d"),
     "vertices": ((NUM_VERTICES, 3), "has_mesh"),
     "mano_pose": ((MANO_POSE_DIM,), "has_mano"),
     "mano_betas": ((MANO_BETAS_DIM,), "has_mano"),
@@ -330,7 +329,7 @@ def make_example(
         mano_trans=mano_trans, bbox=bbox, root_3d=root_3d,
     )
     if keypoints_2d is not None and keypoint_visibility is None:
-        given["keypoint_visibility"] = np.ones((NUM_JOINTS,), np.float32)
+        given["keypoint_visibility"] = np.ones((NUM_KEYPOINTS,), np.float32)
     if keypoint_visibility is not None and keypoints_2d is None:
         raise BadRecordError(where, "keypoint_visibility given without keypoints_2d")
     if (mano_pose is None) != (mano_betas is None) or (mano_pose is None) != (

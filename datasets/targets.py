@@ -30,12 +30,12 @@ def _pixel_features(size: int) -> np.ndarray:
                     1).astype(np.float32)
 
 
-def part_orientation_fields(joints_2d, joints_3d, valid, size: int, width: float):
+def part_orientation_fields(keypoints_2d, keypoints_3d, valid, size: int, width: float):
     """Part Orientation Fields of the 20 skeleton.BONES.
 
     Args:
-      joints_2d: (21, 2) f32 heat-map coordinates of the joints.
-      joints_3d: (21, 3) f32 joints (any frame whose directions the POF should carry).
+      keypoints_2d: (21, 2) f32 heat-map coordinates of the joints.
+      keypoints_3d: (21, 3) f32 joints (any frame whose directions the POF should carry).
       valid: () bool; False gives all-zero outputs.
       size: heat-map side M; width: half-width in heat-map pixels.
     Returns:
@@ -49,10 +49,10 @@ def part_orientation_fields(joints_2d, joints_3d, valid, size: int, width: float
     them for all pixels and bones; the POF is weight (M^2, 20) x a block matrix (20, 60).
     """
     num_bones = skeleton.NUM_BONES
-    a = tf.gather(joints_2d, skeleton.BONE_PARENTS)  # (20, 2)
-    ab = tf.gather(joints_2d, skeleton.BONE_CHILDREN) - a
-    d3 = (tf.gather(joints_3d, skeleton.BONE_CHILDREN)
-          - tf.gather(joints_3d, skeleton.BONE_PARENTS))  # (20, 3)
+    a = tf.gather(keypoints_2d, skeleton.BONE_PARENTS)  # (20, 2)
+    ab = tf.gather(keypoints_2d, skeleton.BONE_CHILDREN) - a
+    d3 = (tf.gather(keypoints_3d, skeleton.BONE_CHILDREN)
+          - tf.gather(keypoints_3d, skeleton.BONE_PARENTS))  # (20, 3)
     length = tf.norm(d3, axis=-1)
     direction = d3 / tf.maximum(length, 1e-6)[:, None]
     ab2 = tf.maximum(tf.reduce_sum(tf.square(ab), -1), 1e-12)

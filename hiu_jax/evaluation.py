@@ -6,7 +6,7 @@ Predictions run under jax.pmap with the variables replicated; every host evaluat
 of the split and the per-sample results are gathered so that every host computes the same
 scores. `score` runs the registered scorers (hiu_jax/scorers.py: one pure function per metric,
 with its unit and how it is shown) on the predictions, with the left hands the pipeline mirrored
-(x -> -x, batch key "mirrored") mirrored back and the absolute labels (root_3d + joints_3d) in
+(x -> -x, batch key "mirrored") mirrored back and the absolute labels (root_3d + keypoints_3d) in
 the dataset's camera frame; `summary` (the console line), train.py's logs and report.py loop over
 what they return.
 """
@@ -25,9 +25,9 @@ from hiu_jax import metrics, scorers, visualize
 from hiu_jax.geometry import crops
 
 # What is kept per sample: prediction name -> network output, and ground truth -> batch key.
-PREDICTIONS = ("joints_3d", "vertices", "joints_2d", "cam", "keypoints_heatmap", "global_rotmat",
+PREDICTIONS = ("keypoints_3d", "vertices", "keypoints_2d", "cam", "keypoints_heatmap", "global_rotmat",
                "mano_pose", "mano_betas")
-TARGETS = ("joints_3d", "root_3d", "vertices", "keypoints_2d", "keypoint_visibility", "mask",
+TARGETS = ("keypoints_3d", "root_3d", "vertices", "keypoints_2d", "keypoint_visibility", "mask",
            "has_3d", "has_mesh", "has_mask", "has_2d", "has_mano", "mano_pose", "valid",
            "sample_id", "mirrored")
 SE_SUFFIX = "_se"  # "<key>_se": the standard error over samples of a mean score
@@ -35,8 +35,8 @@ SE_SUFFIX = "_se"  # "<key>_se": the standard error over samples of a mean score
 
 def predict_fn(model):
     """pmap'd inference, the one predict function (eval, validation, infer.py): (replicated
-    variables, images [D, B, N, N, 3] in [0, 1]) -> dict of [D, B, ...]: joints_3d (21, 3) and
-    vertices (778, 3) root-relative metres; joints_2d (21, 2) the mesh's joints and
+    variables, images [D, B, N, N, 3] in [0, 1]) -> dict of [D, B, ...]: keypoints_3d (21, 3) and
+    vertices (778, 3) root-relative metres; keypoints_2d (21, 2) the mesh's joints and
     keypoints_heatmap (21, 2) the heat maps' soft-argmax, crop pixels; cam (3,) the
     weak-perspective camera; global_rotmat (3, 3); mano_pose (48,) axis-angle radians
     (flat_hand_mean False); mano_betas (10,); mask_prob (mask_size, mask_size) in [0, 1]."""
@@ -44,8 +44,8 @@ def predict_fn(model):
     def predict(variables, images):
         out = model.apply(variables, images, train=False)
         crop, m = images.shape[1], out["heatmaps"][-1].shape[1]
-        return {"joints_3d": out["joints_3d"], "vertices": out["vertices"],
-                "joints_2d": out["joints_2d"], "cam": out["cam"][-1],
+        return {"keypoints_3d": out["keypoints_3d"], "vertices": out["vertices"],
+                "keypoints_2d": out["keypoints_2d"], "cam": out["cam"][-1],
                 "keypoints_heatmap": crops.heatmap_to_crop(out["keypoints_hm"], crop, m),
                 "global_rotmat": out["mano_rotmats"][:, 0], "mano_pose": out["mano_pose"],
                 "mano_betas": out["mano_betas"],
@@ -106,7 +106,7 @@ class Evaluator:
         """TensorBoard pictures of the first `count` samples of `batches` (its first batch)."""
         p = self.predictions(state, batches, progress=False, max_batches=1)
         faces = np.asarray(self.mano_model.faces)
-        return {f"eval/sample_{i}": visualize.panel(p["image"][i], p["joints_2d"][i],
+        return {f"eval/sample_{i}": visualize.panel(p["image"][i], p["keypoints_2d"][i],
                                                     p["mask_prob"][i], p["vertices"][i], faces,
                                                     p["cam"][i])
                 for i in range(min(count, len(p["image"])))}
@@ -174,9 +174,9 @@ def score(p, mano_model=None, progress=None) -> Scores:
     root = p["gt_root_3d"][:, None, :]
     has_3d = p["gt_has_3d"] > 0
     s = scorers.Samples(
-        p=p, pred_xyz=unmirror(p["joints_3d"], mirrored),
+        p=p, pred_xyz=unmirror(p["keypoints_3d"], mirrored),
         pred_verts=unmirror(p["vertices"], mirrored),
-        gt_xyz=unmirror(p["gt_joints_3d"] + root, mirrored),  # absolute, the dataset's frame
+        gt_xyz=unmirror(p["gt_keypoints_3d"] + root, mirrored),  # absolute, the dataset's frame
         gt_verts=unmirror(p["gt_vertices"] + root, mirrored),
         has_3d=has_3d, has_3d_mesh=has_3d & (p["gt_has_mesh"] > 0),
         has_2d=(p["gt_has_2d"] > 0) & (p["gt_keypoint_visibility"].sum(1) > 0),

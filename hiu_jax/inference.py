@@ -162,7 +162,7 @@ def infer_image(predict, image, box, config, *, find: bool) -> Inferred:
 
 def check_finite(pred: dict, path: str) -> None:
     """FloatingPointError naming the image unless the written predictions are finite."""
-    for key in ("joints_2d", "joints_3d", "vertices", "cam", "mano_betas", "mano_pose"):
+    for key in ("keypoints_2d", "keypoints_3d", "vertices", "cam", "mano_betas", "mano_pose"):
         if not np.all(np.isfinite(pred[key])):
             raise FloatingPointError(f"the model predicted non-finite {key} for {path}")
 
@@ -185,7 +185,7 @@ def prediction_record(result: Inferred, image_path: str, image_hw, loaded) -> di
     """The JSON-able result of one image (infer.py's STEM.json): `result` of `infer_image` on
     the image of size (H, W) at image_path, by the model `loaded` (runs.LoadedModel)."""
     pred = result.pred
-    kp_crop = np.asarray(pred["joints_2d"], np.float64)
+    kp_crop = np.asarray(pred["keypoints_2d"], np.float64)
     s, tx, ty = (float(c) for c in pred["cam"])
     return {
         "image": os.path.abspath(image_path),
@@ -198,7 +198,7 @@ def prediction_record(result: Inferred, image_path: str, image_hw, loaded) -> di
         "joint_names": list(skeleton.JOINT_NAMES),
         "keypoints_2d": crop_to_image(kp_crop, result.S).tolist(),
         "keypoints_2d_crop": kp_crop.tolist(),
-        "joints_3d": np.asarray(pred["joints_3d"], np.float64).tolist(),
+        "keypoints_3d": np.asarray(pred["keypoints_3d"], np.float64).tolist(),
         "vertices": np.asarray(pred["vertices"], np.float64).tolist(),
         "mano": {"pose": np.asarray(pred["mano_pose"], np.float64).tolist(),
                  "betas": np.asarray(pred["mano_betas"], np.float64).tolist(),
@@ -210,7 +210,7 @@ def prediction_record(result: Inferred, image_path: str, image_hw, loaded) -> di
         "checkpoint": {"workdir": loaded.workdir, "which": loaded.which, "step": loaded.step,
                        "config": loaded.config_source},
         "units": "keypoints_2d: original image pixels (pixel centres at integers); "
-                 "keypoints_2d_crop: crop pixels; joints_3d, vertices: metres, root-relative "
+                 "keypoints_2d_crop: crop pixels; keypoints_3d, vertices: metres, root-relative "
                  "(wrist = joint 0 at the origin), camera axes x right, y down, z forward; "
                  "mano.pose: axis-angle radians, [0:3] global, [3:48] fingers minus hands_mean",
     }

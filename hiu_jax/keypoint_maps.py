@@ -26,10 +26,10 @@ def soft_argmax(heatmaps, temperature: float):
     return jnp.stack([x, y], -1)
 
 
-def bone_directions(joints_3d, eps: float = 1e-9):
+def bone_directions(keypoints_3d, eps: float = 1e-9):
     """Unit vectors child - parent of the 20 BONES: (B, 21, 3) -> (B, 20, 3); 0 for a bone
     shorter than eps (metres)."""
-    d = joints_3d[:, BONE_CHILDREN] - joints_3d[:, BONE_PARENTS]
+    d = keypoints_3d[:, BONE_CHILDREN] - keypoints_3d[:, BONE_PARENTS]
     length2 = jnp.sum(d * d, -1, keepdims=True)
     safe = jnp.where(length2 > eps * eps, length2, 1.0)
     return jnp.where(length2 > eps * eps, d * jax.lax.rsqrt(safe), 0.0)

@@ -43,7 +43,7 @@ costs 3); heat maps are the pipeline's peak-1 Gaussians compared by MSE with wei
 heat-map weight); MANO pose as rotation matrices (squared Frobenius distance, no 2 pi wrap), shape
 coefficients unitless.
 
-Labels from another hand model: "vertices" and "joints_3d" are root-relative at joint 0 of each
+Labels from another hand model: "vertices" and "keypoints_3d" are root-relative at joint 0 of each
 model, and "mano_pose"/"mano_betas" compare parameters; both only make sense when the dataset's
 MANO model is the network's (e.g. FreiHAND labels with the licensed MANO file given to the
 network). With the procedural hand and real MANO labels, set those weights to 0.
@@ -62,6 +62,7 @@ from hiu_jax.geometry.crops import crop_to_heatmap, heatmap_to_crop
 from hiu_jax.geometry.skeleton import NUM_BONES
 from hiu_jax.loss_registry import level_weights, ramp_factor, register, validate_loss_config
 from hiu_jax.keypoint_maps import bone_directions, bone_regions, pooled_bone_vectors, soft_argmax
+import mano_jax
 from mano_jax import rotations
 
 # ----------------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ def _needs_mano(name, cfg):
 
 
 @register("heatmaps", flag="has_2d")
-def heatmap_mse(outputs, batch, cfg):
+def heatmaps_loss(outputs, batch, cfg):
     """sum_stacks w_s visible_mean_j mean_pixels (H_pred - H)^2.
     outputs["heatmaps"]: list of (B, M, M, 21); batch heatmaps (B, M, M, 21), visibility (B, 21)."""
     target, vis = batch["heatmaps"], batch["keypoint_visibility"]
@@ -166,9 +167,9 @@ def heatmap_mse(outputs, batch, cfg):
 
 
 @register("heatmap_keypoints", flag="has_2d")
-def heatmap_keypoints(outputs, batch, cfg):
+def heatmap_keypoints_loss(outputs, batch, cfg):
     """sum_stacks w_s visible_mean_j rho((soft_argmax(H) - uv) / N): the heat maps' own 2D
-    keypoints (integral regression) against the labels, as joints_2d. It gives every stack a
+    keypoints (integral regression) against the labels, as keypoints_2d. It gives every stack a
     direct localisation gradient from the first step, when an MSE on peak-1 Gaussians mostly
     teaches "predict zeros". outputs["heatmaps"]: list of (B, M, M, 21)."""
     target, vis, n = batch["keypoints_2d"], batch["keypoint_visibility"], crop_size_of(batch)
@@ -182,7 +183,7 @@ def heatmap_keypoints(outputs, batch, cfg):
 
 
 @register("mask", flag="has_mask")
-def mask_cross_entropy(outputs, batch, cfg):
+def mask_loss(outputs, batch, cfg):
     """sum_stacks w_s [mean_pixels BCE(logits, mask) + dice_weight * Dice (if mask_dice)].
     outputs["mask_logits"]: list of (B, S, S, 1); batch mask (B, N, N, 1) in {0, 1}, box-averaged
     to S when S < N (soft targets on the hand's edge)."""
@@ -200,7 +201,7 @@ def mask_cross_entropy(outputs, batch, cfg):
 
 
 @register("pof", flag=("has_3d", "has_intrinsics"))
-def pof_mse(outputs, batch, cfg):
+def pof_loss(outputs, batch, cfg):
     """sum_stacks w_s sum_{pixels, bones} w ||P_pred - P||^2 / max(sum w, 1), w = pof_weight.
     outputs["pof"]: list of (B, M, M, 60); batch pof (B, M, M, 60), pof_weight (B, M, M, 20).
     (The pipeline defines the POF where has_3d and has_intrinsics.)"""
@@ -216,26 +217,27 @@ def pof_mse(outputs, batch, cfg):
     return _per_level(outputs["pof"], cfg.stack_weights, "stack_weights", "stacks", one)
 
 
-@register("joints_2d", flag="has_2d")
-def keypoints_2d_l1(outputs, batch, cfg):
-    """sum_iters w_i visible_mean_j rho((uv_pred - uv) / N): L1 or smooth-L1 in crop-normalised
-    units. outputs["joints_2d_iters"]: list of (B, 21, 2) crop px; batch keypoints_2d (B, 21, 2)."""
+@register("keypoints_2d", flag="has_2d")
+def keypoints_2d_loss(outputs, batch, cfg):
+    """sum_iters w_i visible_mean_j rho((uv_pred - uv) / N), rho = smooth-L1 or L1 (config
+    keypoint_loss) in crop-normalised units. outputs["keypoints_2d_iters"]: list of (B, 21, 2)
+    crop px; batch keypoints_2d (B, 21, 2)."""
     target, vis, n = batch["keypoints_2d"], batch["keypoint_visibility"], crop_size_of(batch)
 
     def one(pred):
-        _check_shape("joints_2d", pred, target)
+        _check_shape("keypoints_2d", pred, target)
         return visible_mean(keypoint_error_2d(pred, target, n, cfg), vis)
 
-    return _per_level(outputs["joints_2d_iters"], cfg.iteration_weights, "iteration_weights",
+    return _per_level(outputs["keypoints_2d_iters"], cfg.iteration_weights, "iteration_weights",
                       "iterations", one)
 
 
 @register("camera", flag=("has_2d", "has_3d"))
-def camera_mse(outputs, batch, cfg):
+def camera_loss(outputs, batch, cfg):
     """sum_iters w_i |cam_pred - cam_fit|^2 with cam_fit = weak_perspective_fit of the labels
     (no gradient). It keeps the projection's scale from collapsing towards the hand's centre
     while the 3D pose is still wrong (HAMR's camera loss). 0 where the fit is undefined."""
-    target, valid = projection.weak_perspective_fit(batch["joints_3d"], batch["keypoints_2d"],
+    target, valid = projection.weak_perspective_fit(batch["keypoints_3d"], batch["keypoints_2d"],
                                          batch["keypoint_visibility"], crop_size_of(batch))
     target = jax.lax.stop_gradient(target)
 
@@ -246,22 +248,22 @@ def camera_mse(outputs, batch, cfg):
     return _per_level(outputs["cam"], cfg.iteration_weights, "iteration_weights", "iterations", one)
 
 
-@register("joints_3d", flag="has_3d")
-def keypoints_3d_l1(outputs, batch, cfg):
+@register("keypoints_3d", flag="has_3d")
+def keypoints_3d_loss(outputs, batch, cfg):
     """sum_iters w_i mean_j sum_xyz |X_pred - X| (metres, root-relative).
-    outputs["joints_3d_iters"]: list of (B, 21, 3); batch joints_3d (B, 21, 3)."""
-    target = batch["joints_3d"]
+    outputs["keypoints_3d_iters"]: list of (B, 21, 3); batch keypoints_3d (B, 21, 3)."""
+    target = batch["keypoints_3d"]
 
     def one(pred):
-        _check_shape("joints_3d", pred, target)
+        _check_shape("keypoints_3d", pred, target)
         return jnp.mean(jnp.sum(jnp.abs(pred - target), -1), -1)
 
-    return _per_level(outputs["joints_3d_iters"], cfg.iteration_weights, "iteration_weights",
+    return _per_level(outputs["keypoints_3d_iters"], cfg.iteration_weights, "iteration_weights",
                       "iterations", one)
 
 
 @register("vertices", flag="has_mesh")
-def vertices_l1(outputs, batch, cfg):
+def vertices_loss(outputs, batch, cfg):
     """mean_v sum_xyz |V_pred - V| (metres, root-relative); (B, 778, 3) each."""
     pred, target = outputs["vertices"], batch["vertices"]
     _check_shape("vertices", pred, target)
@@ -283,11 +285,11 @@ def target_rotmats(pose, flat_hand_mean, hands_mean):
     0 = deviations from hands_mean (45,) (FreiHAND). -> (B, 16, 3, 3), MANO joint order."""
     mean48 = jnp.concatenate([jnp.zeros((3,), pose.dtype), jnp.asarray(hands_mean, pose.dtype)])
     full = pose + (1.0 - flat_hand_mean[:, None]) * mean48
-    return rotations.axis_angle_to_matrix(full.reshape(pose.shape[:-1] + (16, 3)))
+    return rotations.axis_angle_to_matrix(full.reshape(pose.shape[:-1] + (mano_jax.NUM_JOINTS, 3)))
 
 
 @register("mano_pose", flag="has_mano")
-def mano_pose_rotmat(outputs, batch, cfg):
+def mano_pose_loss(outputs, batch, cfg):
     """mean over the 16 joints of ||R_pred - R||_F^2 (= 8 sin^2(angle / 2) of the rotation
     between them: 0 at the label, the same for every axis-angle of one rotation, so no 2 pi wrap
     and no conflict between equivalent labels). outputs["mano_rotmats"] (B, 16, 3, 3) full local
@@ -300,7 +302,7 @@ def mano_pose_rotmat(outputs, batch, cfg):
 
 
 @register("global_rotation", flag="has_mano")
-def global_rotation(outputs, batch, cfg):
+def global_rotation_loss(outputs, batch, cfg):
     """||R_pred - R||_F^2 of the global rotation alone (MANO joint 0, camera frame; 8 sin^2 of
     half the angle between them), so that it weighs as much as all the fingers together in
     mano_pose. (B,)."""
@@ -311,7 +313,7 @@ def global_rotation(outputs, batch, cfg):
 
 
 @register("mano_betas", flag="has_mano")
-def mano_betas_mse(outputs, batch, cfg):
+def mano_betas_loss(outputs, batch, cfg):
     """mean over 10 of (beta_pred - beta)^2; (B, 10) each."""
     pred, target = outputs["mano_betas"], batch["mano_betas"]
     _check_shape("mano_betas", pred, target)
@@ -319,13 +321,13 @@ def mano_betas_mse(outputs, batch, cfg):
 
 
 @register("shape_prior", flag=None)
-def shape_prior(outputs, batch, cfg):
+def shape_prior_loss(outputs, batch, cfg):
     """||betas||^2 (B,): keeps the shape near MANO's mean."""
     return jnp.sum(jnp.square(outputs["mano_betas"]), -1)
 
 
 @register("pose_prior", flag=None)
-def pose_prior(outputs, batch, cfg):
+def pose_prior_loss(outputs, batch, cfg):
     """||finger pose - hands_mean||^2 (B,), radians^2: the 45 finger values of mano_pose."""
     return jnp.sum(jnp.square(_pose_output("pose_prior", outputs)[:, 3:]), -1)
 
@@ -335,7 +337,7 @@ def pose_prior(outputs, batch, cfg):
 
 
 @register("silhouette", flag=None)
-def silhouette_consistency(outputs, batch, cfg):
+def silhouette_loss(outputs, batch, cfg):
     """Soft silhouette of the predicted mesh vs the last stack's predicted mask (stop-gradient).
 
     The mesh outputs["vertices_2d"] (B, 778, 2) crop px is rasterised (render.soft_silhouette,
@@ -364,27 +366,27 @@ def silhouette_consistency(outputs, batch, cfg):
     return jnp.mean(kl, axis=(1, 2))
 
 
-@register("joints_consistency", flag=None)
-def joints_consistency(outputs, batch, cfg):
-    """Projected mesh joints outputs["joints_2d"] (B, 21, 2) vs the soft-argmax of the last
-    stack's heat maps (stop-gradient), in crop px: mean_j c_j rho(delta / N), rho as joints_2d,
-    c_j = clip(max heat map value, 0, 1) (stop-gradient) if joints_consistency_confidence else 1."""
+@register("keypoints_consistency", flag=None)
+def keypoints_consistency_loss(outputs, batch, cfg):
+    """Projected mesh joints outputs["keypoints_2d"] (B, 21, 2) vs the soft-argmax of the last
+    stack's heat maps (stop-gradient), in crop px: mean_j c_j rho(delta / N), rho as keypoints_2d,
+    c_j = clip(max heat map value, 0, 1) (stop-gradient) if keypoints_consistency_confidence else 1."""
     heat = outputs["heatmaps"][-1]
     n, m = crop_size_of(batch), heat.shape[1]
     target = heatmap_to_crop(soft_argmax(heat, cfg.softargmax_temperature), n, m)
     target = jax.lax.stop_gradient(target)
-    err = keypoint_error_2d(outputs["joints_2d"], target, n, cfg)
-    if cfg.joints_consistency_confidence:
+    err = keypoint_error_2d(outputs["keypoints_2d"], target, n, cfg)
+    if cfg.keypoints_consistency_confidence:
         conf = jax.lax.stop_gradient(jnp.clip(jnp.max(heat, axis=(1, 2)), 0.0, 1.0))
         err = conf * err
     return jnp.mean(err, -1)
 
 
 @register("pof_consistency", flag=None)
-def pof_consistency(outputs, batch, cfg):
+def pof_consistency_loss(outputs, batch, cfg):
     """Mesh bone directions vs the last stack's POF (stop-gradient).
 
-    d_b = unit(J[child] - J[parent]) of outputs["joints_3d"] (B, 21, 3). p_b = the POF (B, M, M,
+    d_b = unit(J[child] - J[parent]) of outputs["keypoints_3d"] (B, 21, 3). p_b = the POF (B, M, M,
     60) averaged over bone b's region with weights w (stop-gradient): "mesh" = the pipeline's bone
     region (half-width pof_consistency_width) of the projected mesh joints, "magnitude" =
     |POF_b|^2. Value: sum_b ok_b ||d_b - p_b / |p_b| ||^2 / 20, ok_b = region and p_b non-empty.
@@ -393,7 +395,7 @@ def pof_consistency(outputs, batch, cfg):
     b, m, _, _ = pof.shape
     vectors = pof.reshape(b, m, m, NUM_BONES, 3)
     if cfg.pof_consistency_region == "mesh":
-        joints_hm = crop_to_heatmap(outputs["joints_2d"], crop_size_of(batch), m)
+        joints_hm = crop_to_heatmap(outputs["keypoints_2d"], crop_size_of(batch), m)
         weight = bone_regions(jax.lax.stop_gradient(joints_hm), m, cfg.pof_consistency_width)
     else:
         weight = jnp.sum(jnp.square(vectors), -1)
@@ -402,7 +404,7 @@ def pof_consistency(outputs, batch, cfg):
     ok = norm2 > 1e-12
     target = jax.lax.stop_gradient(jnp.where(ok, mean * jax.lax.rsqrt(jnp.where(ok, norm2, 1.0)),
                                              0.0))
-    d = bone_directions(outputs["joints_3d"])
+    d = bone_directions(outputs["keypoints_3d"])
     err = jnp.sum(jnp.square(d - target), -1) * ok[..., 0]
     return jnp.sum(err, -1) / NUM_BONES
 

@@ -37,10 +37,9 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
-from hiu_jax.geometry.skeleton import NUM_KEYPOINTS
+from hiu_jax.geometry.skeleton import NUM_KEYPOINTS, NUM_VERTICES
 from hiu_jax.pointsets import check_points
 
-NUM_MANO_VERTICES = 778
 ALIGN_EPS = 1e-8  # added to each Frobenius norm in align_w_scale, as in the official script
 
 FREIHAND_PCK_THRESHOLDS = np.linspace(0.0, 0.05, 100)  # metres (official get_measures(0, .05, 100))
@@ -374,7 +373,7 @@ def freihand_scores(xyz_pred, verts_pred, xyz_gt, verts_gt,
     xyz_gt = check_points("xyz_gt", xyz_gt, NUM_KEYPOINTS)
     n = xyz_gt.shape[0]
     xyz_pred = check_points("xyz_pred", xyz_pred, NUM_KEYPOINTS, num_samples=n)
-    verts_gt = check_points("verts_gt", verts_gt, NUM_MANO_VERTICES, num_samples=n)
+    verts_gt = check_points("verts_gt", verts_gt, NUM_VERTICES, num_samples=n)
     if verts_pred is not None:
         verts_pred = check_points("verts_pred", verts_pred, None, num_samples=n)
     thr = FREIHAND_PCK_THRESHOLDS

@@ -28,6 +28,7 @@ offset span half the crop.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Sequence
 
@@ -125,7 +126,7 @@ def mano_from_theta(mano_model, theta, layout, pose_parameterisation, beta_limit
     theta: (B, T). Axis-angle and PCA poses are deviations from hands_mean (flat_hand_mean=False,
     as FreiHAND stores them); 6D poses are full local rotations. A 6D global rotation goes with
     any finger parameterisation. beta_limit > 0: betas = beta_limit tanh(theta_betas / limit).
-    Returns dict(vertices (B, 778, 3), joints_3d (B, 21, 3), both minus the wrist (joint 0),
+    Returns dict(vertices (B, 778, 3), keypoints_3d (B, 21, 3), both minus the wrist (joint 0),
     in metres, OpenPose/FreiHAND order; pose (B, 48) axis-angle radians with
     flat_hand_mean=False, whatever the parameterisation (PCA coefficients expanded; 6D finger
     rotations converted, `pose_from_rotmats`); rotmats (B, 16, 3, 3) the full local rotations
@@ -153,11 +154,11 @@ def mano_from_theta(mano_model, theta, layout, pose_parameterisation, beta_limit
     rotmats = jnp.concatenate([glob_rotmat[..., None, :, :], finger_rotmats], -3)
     out = mano_jax.forward(mano_model, rotmats, betas, flat_hand_mean=True, pose_space="rotmat")
     root = out.joints[..., :1, :]
-    return dict(vertices=out.vertices - root, joints_3d=out.joints - root, pose=pose,
+    return dict(vertices=out.vertices - root, keypoints_3d=out.joints - root, pose=pose,
                 rotmats=rotmats, betas=betas)
 
 
-def camera_from_theta(theta, layout, init_cam_scale: float, joints_3d):
+def camera_from_theta(theta, layout, init_cam_scale: float, keypoints_3d):
     """(B, T) theta -> (B, 3) weak-perspective camera (s, tx, ty) of `crop_camera_projection`.
 
     The regressor's camera (theta_s, t_c) is anchored at the centroid c of the hand's 21 joints
@@ -167,7 +168,7 @@ def camera_from_theta(theta, layout, init_cam_scale: float, joints_3d):
     camera, t = t_c - s c_xy / REF."""
     raw = theta[..., slice(*layout["cam"])]
     s = init_cam_scale * jnp.exp(jnp.clip(raw[..., :1], -MAX_LOG_CAM_SCALE, MAX_LOG_CAM_SCALE))
-    centroid = jnp.mean(joints_3d[..., :2], axis=-2)
+    centroid = jnp.mean(keypoints_3d[..., :2], axis=-2)
     return jnp.concatenate([s, raw[..., 1:] - s * centroid / PROJECTION_REF], -1)
 
 
@@ -190,34 +191,40 @@ class ConvBN(nn.Module):
         return self.act(x) if self.relu else x
 
 
-class Bottleneck(nn.Module):
+class ConvBlock(nn.Module):
+    """What every block built of `ConvBN`s shares: its norm, dtype and activation (keyword-only
+    fields, so a block's own fields come first), and `conv`, a ConvBN with them."""
+
+    norm: Any = dataclasses.field(default=None, kw_only=True)
+    dtype: Any = dataclasses.field(default=jnp.float32, kw_only=True)
+    act: Callable = dataclasses.field(default=nn.relu, kw_only=True)
+
+    def conv(self, features: int, kernel: int = 3, strides: int = 1, relu: bool = True):
+        return ConvBN(features, kernel, strides, relu, norm=self.norm, dtype=self.dtype,
+                      act=self.act)
+
+
+class Bottleneck(ConvBlock):
     """ResNet bottleneck: 1x1 -> 3x3 (stride) -> 1x1 (x4), projection shortcut when needed."""
 
     width: int
     strides: int = 1
-    norm: Any = None
-    dtype: Any = jnp.float32
-    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
-        conv = functools.partial(ConvBN, norm=self.norm, dtype=self.dtype, act=self.act)
-        y = conv(self.width, 1)(x)
-        y = conv(self.width, 3, self.strides)(y)
-        y = conv(self.width * 4, 1, relu=False)(y)
+        y = self.conv(self.width, 1)(x)
+        y = self.conv(self.width, 3, self.strides)(y)
+        y = self.conv(self.width * 4, 1, relu=False)(y)
         if x.shape[-1] != self.width * 4 or self.strides != 1:
-            x = conv(self.width * 4, 1, self.strides, relu=False)(x)
+            x = self.conv(self.width * 4, 1, self.strides, relu=False)(x)
         return self.act(x + y)
 
 
-class Encoder(nn.Module):
+class Encoder(ConvBlock):
     """ResNet-style stages; returns the output of every stage (the decoders' skips)."""
 
     widths: Sequence[int]
     blocks: Sequence[int]
-    norm: Any = None
-    dtype: Any = jnp.float32
-    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
@@ -230,23 +237,19 @@ class Encoder(nn.Module):
         return skips
 
 
-class Decoder(nn.Module):
+class Decoder(ConvBlock):
     """Upsamples the deepest skip back to the first skip's resolution, merging each skip."""
 
     width: int
-    norm: Any = None
-    dtype: Any = jnp.float32
-    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, skips):
-        conv = functools.partial(ConvBN, norm=self.norm, dtype=self.dtype, act=self.act)
-        x = conv(self.width, 1)(skips[-1])
+        x = self.conv(self.width, 1)(skips[-1])
         for skip in reversed(skips[:-1]):
             b, h, w, c = x.shape
             x = jax.image.resize(x, (b, skip.shape[1], skip.shape[2], c), "bilinear")
-            x = conv(self.width, 3)(x + conv(self.width, 1)(skip))
-        return conv(self.width, 3)(x)
+            x = self.conv(self.width, 3)(x + self.conv(self.width, 1)(skip))
+        return self.conv(self.width, 3)(x)
 
 
 def scale_gradient(x, scale: float):
@@ -287,18 +290,15 @@ class Stack(nn.Module):
         return jnp.concatenate(feats, -1), preds
 
 
-class FeatureEncoder(nn.Module):
+class FeatureEncoder(ConvBlock):
     """Strided conv blocks over [features, predictions] down to one vector per image."""
 
     channels: Sequence[int]
-    norm: Any = None
-    dtype: Any = jnp.float32
-    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x):
         for c in self.channels:
-            x = ConvBN(c, 3, 2, norm=self.norm, dtype=self.dtype, act=self.act)(x)
+            x = self.conv(c, 3, 2)(x)
         return jnp.mean(x, axis=(1, 2))
 
 
@@ -412,17 +412,17 @@ class HIUNet(nn.Module):
         thetas = Regressor(theta0, cfg.regressor_hidden, cfg.regressor_iterations,
                            cfg.regressor_dropout, act=act)(vector, train)
         outputs["theta"] = thetas
-        outputs["cam"], outputs["joints_3d_iters"], outputs["joints_2d_iters"] = [], [], []
+        outputs["cam"], outputs["keypoints_3d_iters"], outputs["keypoints_2d_iters"] = [], [], []
         for theta in thetas:
             hand = mano_from_theta(self.mano_model, theta, layout, cfg.pose_parameterisation,
                                    cfg.beta_limit)
-            cam = camera_from_theta(theta, layout, cfg.init_cam_scale, hand["joints_3d"])
+            cam = camera_from_theta(theta, layout, cfg.init_cam_scale, hand["keypoints_3d"])
             outputs["cam"].append(cam)
-            outputs["joints_3d_iters"].append(hand["joints_3d"])
-            outputs["joints_2d_iters"].append(crop_camera_projection(hand["joints_3d"], cam, crop))
+            outputs["keypoints_3d_iters"].append(hand["keypoints_3d"])
+            outputs["keypoints_2d_iters"].append(crop_camera_projection(hand["keypoints_3d"], cam, crop))
         outputs["vertices"] = hand["vertices"]
-        outputs["joints_3d"] = hand["joints_3d"]
-        outputs["joints_2d"] = outputs["joints_2d_iters"][-1]
+        outputs["keypoints_3d"] = hand["keypoints_3d"]
+        outputs["keypoints_2d"] = outputs["keypoints_2d_iters"][-1]
         outputs["vertices_2d"] = crop_camera_projection(hand["vertices"], cam, crop)
         outputs["mano_pose"] = hand["pose"]
         outputs["mano_betas"] = hand["betas"]

@@ -187,7 +187,7 @@ def print_pred_table(s, file=sys.stdout):
     notes = [MM_NOTE]
     if s["num_vertices_pred"] is not None and not s["mesh_scored"]:
         notes.append(f"note: the predicted meshes have {s['num_vertices_pred']} vertices, not "
-                     f"{metrics.NUM_MANO_VERTICES}: no mesh errors; F-scores use the keypoints' "
+                     f"{skeleton.NUM_VERTICES}: no mesh errors; F-scores use the keypoints' "
                      "transform as the official script applies it")
     print_table(f"FreiHAND evaluation, {s['num_samples']} samples", rows, notes, file=file)
 
@@ -331,7 +331,7 @@ def write_overlay_page(path, q, result, faces, count):
     draw = ImageDraw.Draw(page)
     ps = result.per_sample
     for i in range(count):
-        pred = {k: q[k][i] for k in ("joints_2d", "mask_prob", "vertices", "cam")}
+        pred = {k: q[k][i] for k in ("keypoints_2d", "mask_prob", "vertices", "cam")}
         tile = visualize.display_panel(q["image"][i], pred, faces, size)
         x, y = (i % cols) * tile_w, (i // cols) * tile_h
         page.paste(Image.fromarray(visualize.to_uint8(tile)), (x, y + label_h))

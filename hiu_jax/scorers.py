@@ -207,9 +207,9 @@ def mean_hand(mano_model):
     return np.asarray(out.joints[0] - root), np.asarray(out.vertices[0] - root)
 
 
-def hand_size(joints_3d):
+def hand_size(keypoints_3d):
     """Sum of the 20 bone lengths (..., 21, 3) -> (...), same unit."""
-    d = joints_3d[..., skeleton.BONE_CHILDREN, :] - joints_3d[..., skeleton.BONE_PARENTS, :]
+    d = keypoints_3d[..., skeleton.BONE_CHILDREN, :] - keypoints_3d[..., skeleton.BONE_PARENTS, :]
     return np.linalg.norm(d, axis=-1).sum(-1)
 
 
@@ -412,7 +412,7 @@ def keypoints_2d(s: Samples) -> Scored:
     if not sel.any():
         return unscored(s.n, keys, ["kp2d_mean_px"], ["kp2d_mean_px"])
     vis = s.p["gt_keypoint_visibility"][sel] > 0
-    uv_pred, uv_gt = s.p["joints_2d"][sel], s.p["gt_keypoints_2d"][sel]
+    uv_pred, uv_gt = s.p["keypoints_2d"][sel], s.p["gt_keypoints_2d"][sel]
     px = metrics.pck_2d(uv_pred, uv_gt, vis)
     err = metrics.point_errors(uv_gt.astype(np.float64), uv_pred.astype(np.float64))
     values = {"kp2d_mean_px": px["mean_error_px"], "pck2d_auc_0_30px": px["auc"],
@@ -503,7 +503,7 @@ def camera_scale(s: Samples) -> Scored:
     if fit_ok.any():
         crop = s.p["gt_mask"].shape[1]  # the crop's masks are at the crop's size
         fit, valid = projection.weak_perspective_fit(
-            jnp.asarray(s.p["gt_joints_3d"][fit_ok]), jnp.asarray(s.p["gt_keypoints_2d"][fit_ok]),
+            jnp.asarray(s.p["gt_keypoints_3d"][fit_ok]), jnp.asarray(s.p["gt_keypoints_2d"][fit_ok]),
             jnp.asarray(s.p["gt_keypoint_visibility"][fit_ok]), crop)
         fit, valid = np.asarray(fit), np.asarray(valid)
         if valid.any():

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hiu_jax import render
-from hiu_jax.geometry import crops, warps
+from hiu_jax.geometry import crops, skeleton, warps
 from hiu_jax.geometry.projection import PROJECTION_REF
 from hiu_jax.geometry.skeleton import BONES
 
@@ -30,7 +30,7 @@ def draw_skeleton(image, keypoints_2d, visibility=None, radius: float = 2.0):
     canvas = Image.fromarray(to_uint8(image))
     draw = ImageDraw.Draw(canvas)
     kp = np.asarray(keypoints_2d, np.float64)
-    vis = np.ones(21) if visibility is None else np.asarray(visibility)
+    vis = np.ones(skeleton.NUM_KEYPOINTS) if visibility is None else np.asarray(visibility)
     for b, (i, j) in enumerate(BONES):
         if vis[i] > 0 and vis[j] > 0:
             draw.line([tuple(kp[i]), tuple(kp[j])], fill=FINGER_COLOURS[b // 4], width=2)
@@ -91,10 +91,10 @@ def resize(image, width: int, height: int) -> np.ndarray:
 
 def display_panel(crop, pred: dict, faces, size: int) -> np.ndarray:
     """`panel` drawn at `size` x `size` per picture: the crop (N, N, 3) is resized first and
-    the keypoints pred["joints_2d"] (21, 2) crop pixels moved to the resized grid (the
+    the keypoints pred["keypoints_2d"] (21, 2) crop pixels moved to the resized grid (the
     weak-perspective camera is relative to the crop size, so it needs no change); pred also
     holds "mask_prob", "vertices", "cam". -> (size, 3 size, 3) in [0, 1]."""
-    kp = crops.crop_to_heatmap(np.asarray(pred["joints_2d"], np.float64), crop.shape[0], size)
+    kp = crops.crop_to_heatmap(np.asarray(pred["keypoints_2d"], np.float64), crop.shape[0], size)
     return panel(resize(crop, size, size), kp, pred["mask_prob"], pred["vertices"], faces,
                  pred["cam"])
 
@@ -115,7 +115,7 @@ def overlay_image(image, S, crop, pred, faces, display: int = 256) -> np.ndarray
     corners = crops.apply_affine(to_image, np.array([[-0.5, -0.5], [n - 0.5, n - 0.5]]))
     view = crops.crop_matrix(corners.mean(0), OVERLAY_CONTEXT * (corners[1, 0] - corners[0, 0]),
                                d)
-    kp = crops.apply_affine(to_image, np.asarray(pred["joints_2d"], np.float64))
+    kp = crops.apply_affine(to_image, np.asarray(pred["keypoints_2d"], np.float64))
     left = draw_skeleton(warps.crop_image(image, view, d), crops.apply_affine(view, kp))
     canvas = Image.fromarray(to_uint8(left))
     (x0, y0), (x1, y1) = crops.apply_affine(view, corners)

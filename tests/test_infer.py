@@ -69,7 +69,7 @@ def test_outputs_per_image(inferred, stem, size):
         assert rec["crop"]["side"] == IMAGE_SIZE  # the whole image is the crop
         np.testing.assert_allclose(S[:2, :2], np.eye(2) * n / IMAGE_SIZE)
 
-    joints = np.asarray(rec["joints_3d"])
+    joints = np.asarray(rec["keypoints_3d"])
     verts = np.asarray(rec["vertices"])
     assert joints.shape == (21, 3) and verts.shape == (778, 3)
     np.testing.assert_allclose(joints[0], 0.0, atol=1e-7)  # root-relative
@@ -123,7 +123,7 @@ class _Oracle:
         assert crops.shape[0] == 1 and self.calls < len(self.crops)
         kp = crops.apply_affine(self.crops[self.calls], self.truth)[None]
         self.calls += 1
-        return {"joints_2d": kp, "keypoints_heatmap": kp, "cam": np.array([[1.0, 0.0, 0.0]])}
+        return {"keypoints_2d": kp, "keypoints_heatmap": kp, "cam": np.array([[1.0, 0.0, 0.0]])}
 
 
 def _found_equals_true(truth, image_hw, config):
@@ -139,7 +139,7 @@ def _found_equals_true(truth, image_hw, config):
     assert oracle.calls == 2 and found.box_source == "found"
     np.testing.assert_allclose(found.box, true_box, atol=1e-9)
     np.testing.assert_allclose(found.S, S_true, atol=1e-9)
-    error = np.linalg.norm(inference.crop_to_image(found.pred["joints_2d"], found.S) - truth,
+    error = np.linalg.norm(inference.crop_to_image(found.pred["keypoints_2d"], found.S) - truth,
                            axis=-1)
     np.testing.assert_allclose(error, 0.0, atol=1e-9)
 
@@ -237,7 +237,7 @@ def test_overlay_work_is_bounded_by_the_crop_not_the_image():
     n = 32
     S, _, _ = inference.crop_for(image.shape[:2], None, _Config(n))
     crop = warps.crop_image(image, S, n)
-    pred = {"joints_2d": np.full((21, 2), n / 2.0), "mask_prob": np.zeros((n, n)),
+    pred = {"keypoints_2d": np.full((21, 2), n / 2.0), "mask_prob": np.zeros((n, n)),
             "vertices": np.zeros((3, 3)), "cam": np.array([1.0, 0.0, 0.0])}
     faces = np.array([[0, 1, 2]])
     visualize.overlay_image(crop, np.eye(3), crop, pred, faces)  # warm-up: imports, compiling

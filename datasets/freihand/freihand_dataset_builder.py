@@ -206,7 +206,7 @@ def _labels(ann, idx, where):
     K = schema.check_K(ann["K"][idx], where)
     labels = {"K": K, "scale": _scalar(ann["scale"][idx], "scale", where)}
     if "xyz" in ann:
-        xyz = schema.check_shape("xyz", ann["xyz"][idx], (schema.NUM_JOINTS, 3), where)
+        xyz = schema.check_shape("xyz", ann["xyz"][idx], (schema.NUM_KEYPOINTS, 3), where)
         schema.check_in_front("xyz", schema.check_finite("xyz", xyz, where), where)
         labels.update(keypoints_3d=xyz, keypoints_2d=schema.project(K, xyz))
     if "verts" in ann:

@@ -39,7 +39,8 @@ from datasets.schema import BadRecordError
 
 SPLIT_DIRS = {"train": "train", "test": "test"}  # 'train' required, 'test' optional
 REQUIRED_SPLITS = ("train",)
-HAND_ROWS = {"right": slice(0, 21), "left": slice(21, 42)}
+HAND_ROWS = {"right": slice(0, schema.NUM_KEYPOINTS),
+             "left": slice(schema.NUM_KEYPOINTS, 2 * schema.NUM_KEYPOINTS)}
 MIN_HAND_EXTENT_PX = 2.0
 IMAGE_EXTS = (".jpg", ".png")
 MASK_SUFFIX = "_mask.png"

@@ -151,7 +151,7 @@ def _get(meta, key, shape, where):
 
 def _train_labels(meta, where):
     K = schema.check_K(_get(meta, "camMat", (3, 3), where), where)
-    joints_gl = _get(meta, "handJoints3D", (21, 3), where)
+    joints_gl = _get(meta, "handJoints3D", (schema.NUM_KEYPOINTS, 3), where)
     pose = _get(meta, "handPose", (48,), where).copy()
     trans_gl = _get(meta, "handTrans", (3,), where)
     betas = _get(meta, "handBeta", (10,), where)

@@ -28,7 +28,8 @@ from mano_jax import safe_pickle
 RHD_TO_FREIHAND = np.array(
     [0] + [f * 4 + 4 - j for f in range(5) for j in range(4)], dtype=np.int64
 )
-HAND_ROWS = {"left": slice(0, 21), "right": slice(21, 42)}  # rows of the 42-keypoint arrays
+HAND_ROWS = {"left": slice(0, schema.NUM_KEYPOINTS),  # rows of the 42-keypoint arrays
+             "right": slice(schema.NUM_KEYPOINTS, 2 * schema.NUM_KEYPOINTS)}
 PART_LABELS = {"left": (2, 17), "right": (18, 33)}  # inclusive mask label ranges
 MAX_LABEL = 33
 SETS = {"train": "training", "test": "evaluation"}
@@ -72,7 +73,7 @@ Python: Builder(data_dir=D).download_and_prepare(
 
     def _split_generators(self, dl_manager):
         root = os.fspath(dl_manager.manual_dir)
-        if not 1 <= self.builder_config.min_visible_keypoints <= 21:
+        if not 1 <= self.builder_config.min_visible_keypoints <= schema.NUM_KEYPOINTS:
             raise ValueError(
                 f"min_visible_keypoints must be in [1, 21], got "
                 f"{self.builder_config.min_visible_keypoints}"

@@ -46,8 +46,8 @@ def first(sources, cfg, batch=8, train=True, seed=0, **kwargs):
 
 
 def reproject(b):
-    """uv (B, 21, 2) of K (root_3d + joints_3d), and the camera-frame joints (B, 21, 3)."""
-    xyz = b["root_3d"][:, None, :] + b["joints_3d"]
+    """uv (B, 21, 2) of K (root_3d + keypoints_3d), and the camera-frame joints (B, 21, 3)."""
+    xyz = b["root_3d"][:, None, :] + b["keypoints_3d"]
     p = np.einsum("bij,bnj->bni", b["K"].astype(np.float64), xyz.astype(np.float64))
     return p[..., :2] / p[..., 2:], xyz
 

@@ -25,7 +25,7 @@ def test_fake_tree_is_consistent(freihand):
 
 
 def test_train_labels_project_consistently(freihand):
-    """K' (root_3d + joints_3d) projects onto keypoints_2d under strong augmentation; heat-map
+    """K' (root_3d + keypoints_3d) projects onto keypoints_2d under strong augmentation; heat-map
     peaks sit on the keypoints; POF carries the unit 3D bone directions on the 2D bones."""
     builder, *_ = freihand
     cfg = strong()
@@ -185,12 +185,12 @@ def _dataset_frame(b):
     m = np.where(b["mirrored"] > 0, -1.0, 1.0)[:, None, None] * np.array([1.0, 0.0, 0.0]) + \
         np.array([0.0, 1.0, 1.0])
     root = b["root_3d"][:, None].astype(np.float64)
-    return m * (root + b["joints_3d"]), m * (root + b["vertices"])
+    return m * (root + b["keypoints_3d"]), m * (root + b["vertices"])
 
 
 def test_sample_ids_and_mirror_flags_recover_the_dataset_labels(freihand):
     """Evaluation batches carry each example's id and mirror flag: with them, root_3d +
-    joints_3d / vertices give back the dataset's own labels (eval crops do not rotate)."""
+    keypoints_3d / vertices give back the dataset's own labels (eval crops do not rotate)."""
     builder, *_ = freihand
     left = fakes.canonical_examples(n=3, hand_side=1, seed=4)
     left["hand_side"][0] = 0

@@ -67,7 +67,7 @@ def test_left_hand_is_mirrored_to_right():
         ..., 0], atol=1e-3)
     np.testing.assert_allclose(left["keypoints_2d"][..., 1], right["keypoints_2d"][..., 1],
                                atol=1e-3)
-    np.testing.assert_allclose(left["joints_3d"], right["joints_3d"] * [-1, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(left["keypoints_3d"], right["keypoints_3d"] * [-1, 1, 1], atol=1e-6)
     np.testing.assert_allclose(left["vertices"], right["vertices"] * [-1, 1, 1], atol=1e-6)
     np.testing.assert_allclose(left["heatmaps"], right["heatmaps"][:, :, ::-1], atol=1e-5)
     assert np.all(left["hand_side"] == 0) and np.all(right["hand_side"] == 0)
@@ -85,7 +85,7 @@ def test_box_from_mask_without_2d_and_no_pof_without_3d():
     arrays = fakes.canonical_examples(n=4, has_2d=False, has_3d=False, disc_radius=12)
     b = flat(first(source(arrays), config(crop_padding=2.0), batch=4, train=False))
     assert np.all(b["pof"] == 0) and np.all(b["pof_weight"] == 0)
-    assert np.all(b["joints_3d"] == 0) and np.all(b["keypoint_visibility"] == 0)
+    assert np.all(b["keypoints_3d"] == 0) and np.all(b["keypoint_visibility"] == 0)
     assert np.all(b["has_3d"] == 0) and np.all(b["has_root_3d"] == 0)
     for m in b["mask"][..., 0]:
         rows, cols = np.nonzero(m)

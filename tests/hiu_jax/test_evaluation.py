@@ -29,10 +29,10 @@ def predictions(mano, n=6, crop=64, seed=0):
     pose = np.zeros((n, 48), np.float32)
     pose[:, :3] = rot.as_rotvec()
     return {
-        "joints_3d": gt_j, "vertices": gt_v, "joints_2d": uv, "keypoints_heatmap": uv + 1.0,
+        "keypoints_3d": gt_j, "vertices": gt_v, "keypoints_2d": uv, "keypoints_heatmap": uv + 1.0,
         "cam": cam, "global_rotmat": rot.as_matrix().astype(np.float32),
         "mano_betas": np.zeros((n, 10), np.float32), "mask_prob": np.ones((n, crop, crop)),
-        "gt_joints_3d": gt_j, "gt_vertices": gt_v, "gt_keypoints_2d": uv,
+        "gt_keypoints_3d": gt_j, "gt_vertices": gt_v, "gt_keypoints_2d": uv,
         "gt_keypoint_visibility": np.ones((n, 21), np.float32),
         "gt_mask": np.ones((n, crop, crop, 1), np.float32), "gt_mano_pose": pose,
         "gt_root_3d": np.tile(np.float32([0.02, -0.01, 0.6]), (n, 1)),
@@ -71,10 +71,10 @@ def test_baseline_is_the_constant_mean_hand(mano):
     """Scoring the constant mean hand as a prediction gives the baseline's numbers."""
     p = predictions(mano, seed=1)
     rng = np.random.default_rng(2)
-    p["gt_joints_3d"] = p["gt_joints_3d"] + rng.normal(0, 0.01, p["gt_joints_3d"].shape).astype(np.float32)
+    p["gt_keypoints_3d"] = p["gt_keypoints_3d"] + rng.normal(0, 0.01, p["gt_keypoints_3d"].shape).astype(np.float32)
     p["gt_vertices"] = p["gt_vertices"] + rng.normal(0, 0.01, p["gt_vertices"].shape).astype(np.float32)
     joints, verts = scorers.mean_hand(mano)
-    p["joints_3d"] = np.broadcast_to(joints, p["joints_3d"].shape).copy()
+    p["keypoints_3d"] = np.broadcast_to(joints, p["keypoints_3d"].shape).copy()
     p["vertices"] = np.broadcast_to(verts, p["vertices"].shape).copy()
     s = evaluation.score(p, mano).values
     for key in ("pa_mpjpe_mm", "pa_mpvpe_mm", "f5", "f15"):
@@ -84,7 +84,7 @@ def test_baseline_is_the_constant_mean_hand(mano):
 
 def test_mirrored_samples_are_scored_in_the_dataset_frame(mano):
     """Left hands come mirrored (x -> -x, "mirrored" 1): the prediction is mirrored back for
-    pred.json, the absolute ground truth is root_3d + joints_3d mirrored back, and the official
+    pred.json, the absolute ground truth is root_3d + keypoints_3d mirrored back, and the official
     unaligned error of a perfect root-relative prediction is the root's distance."""
     p = predictions(mano, n=4, seed=3)
     p["gt_mirrored"] = np.float32([0, 1, 0, 1])
@@ -92,7 +92,7 @@ def test_mirrored_samples_are_scored_in_the_dataset_frame(mano):
     r = evaluation.score(p, mano)
     left = np.array([False, True, False, True])
     np.testing.assert_array_equal(r.mirrored, left)
-    want = np.array(p["joints_3d"], np.float64)
+    want = np.array(p["keypoints_3d"], np.float64)
     want[left, :, 0] *= -1
     np.testing.assert_array_equal(r.pred_xyz, want)
     assert r.sample_ids == ["00000012", "00000003", "00000100", "00000007"]
@@ -118,16 +118,16 @@ def test_2d_error_is_the_mean_per_joint_then_over_joints():
     """Joint 0 visible in both samples with errors 1 and 3 px, joint 1 only in sample 0 with
     error 10 px: per joint (2 + 10) / 2 = 6 px (pooled over keypoints it would be 14 / 3)."""
     n = 2
-    p = {"joints_2d": np.zeros((n, 21, 2), np.float32),
+    p = {"keypoints_2d": np.zeros((n, 21, 2), np.float32),
          "gt_keypoints_2d": np.zeros((n, 21, 2), np.float32),
          "gt_keypoint_visibility": np.zeros((n, 21), np.float32)}
     p["gt_keypoints_2d"][0, 0, 0], p["gt_keypoints_2d"][1, 0, 0] = 1.0, 3.0
     p["gt_keypoints_2d"][0, 1, 1] = 10.0
     p["gt_keypoint_visibility"][:, 0] = 1.0
     p["gt_keypoint_visibility"][0, 1] = 1.0
-    p.update({"joints_3d": np.zeros((n, 21, 3)), "vertices": np.zeros((n, 778, 3)),
+    p.update({"keypoints_3d": np.zeros((n, 21, 3)), "vertices": np.zeros((n, 778, 3)),
               "cam": np.ones((n, 3), np.float32), "mask_prob": np.zeros((n, 4, 4)),
-              "gt_joints_3d": np.zeros((n, 21, 3)), "gt_vertices": np.zeros((n, 778, 3)),
+              "gt_keypoints_3d": np.zeros((n, 21, 3)), "gt_vertices": np.zeros((n, 778, 3)),
               "gt_root_3d": np.zeros((n, 3)), "gt_mask": np.zeros((n, 4, 4, 1)),
               "gt_mano_pose": np.zeros((n, 48)), "gt_sample_id": _ids(range(n)),
               "gt_mirrored": np.zeros(n), "gt_has_2d": np.ones(n), "gt_valid": np.ones(n),
@@ -173,9 +173,9 @@ def test_validation_curves_png(tmp_path):
 def test_every_mean_score_has_a_standard_error_and_per_sample_values_averaging_to_it(mano):
     p = predictions(mano, n=12, seed=3)
     rng = np.random.default_rng(4)
-    p["joints_3d"] = p["joints_3d"] + rng.normal(0, 0.005, p["joints_3d"].shape).astype(np.float32)
+    p["keypoints_3d"] = p["keypoints_3d"] + rng.normal(0, 0.005, p["keypoints_3d"].shape).astype(np.float32)
     p["vertices"] = p["vertices"] + rng.normal(0, 0.005, p["vertices"].shape).astype(np.float32)
-    p["joints_2d"] = p["joints_2d"] + rng.normal(0, 2.0, p["joints_2d"].shape).astype(np.float32)
+    p["keypoints_2d"] = p["keypoints_2d"] + rng.normal(0, 2.0, p["keypoints_2d"].shape).astype(np.float32)
     p["gt_keypoint_visibility"][::3, 4:9] = 0.0  # per-joint means over unequal counts
     p["mask_prob"] = rng.uniform(size=p["mask_prob"].shape)
     result = evaluation.score(p, mano)

@@ -19,9 +19,9 @@ from hiu_jax.geometry import crops, projection, skeleton
 
 N, M, S = 64, 32, 32  # crop, heat-map and mask-logit sizes
 STACKS, ITERS = 2, 3
-SUPERVISED = ("heatmaps", "mask", "pof", "joints_2d", "joints_3d", "vertices", "mano_pose",
+SUPERVISED = ("heatmaps", "mask", "pof", "keypoints_2d", "keypoints_3d", "vertices", "mano_pose",
               "global_rotation", "mano_betas")
-SELF_SUPERVISED = ("silhouette", "joints_consistency", "pof_consistency")
+SELF_SUPERVISED = ("silhouette", "keypoints_consistency", "pof_consistency")
 PRIORS = ("shape_prior", "pose_prior")
 FLAGS = ("has_intrinsics", "has_mask", "has_2d", "has_3d", "has_mesh", "has_mano")
 BCE_30 = float(np.log1p(np.exp(-30.0)))  # BCE of a logit of +-30 on the right side, ~9.4e-14
@@ -66,7 +66,7 @@ def make_batch(rng, batch_size, hands_mean):
         "heatmaps": rng.random((b, M, M, 21)).astype(np.float32),
         "keypoints_2d": (rng.random((b, 21, 2)) * N).astype(np.float32),
         "keypoint_visibility": (rng.random((b, 21)) < 0.8).astype(np.float32),
-        "joints_3d": 0.05 * f(b, 21, 3),
+        "keypoints_3d": 0.05 * f(b, 21, 3),
         "vertices": 0.05 * f(b, 778, 3),
         "pof": f(b, M, M, 60),
         "pof_weight": (rng.random((b, M, M, 20)) < 0.1).astype(np.float32),
@@ -91,10 +91,10 @@ def outputs_equal_to(batch, hands_mean):
         "heatmaps": [batch["heatmaps"]] * STACKS,
         "mask_logits": [30.0 * (2.0 * mask - 1.0)] * STACKS,
         "pof": [batch["pof"]] * STACKS,
-        "joints_2d_iters": [batch["keypoints_2d"]] * ITERS,
-        "joints_3d_iters": [batch["joints_3d"]] * ITERS,
-        "joints_2d": batch["keypoints_2d"],
-        "joints_3d": batch["joints_3d"],
+        "keypoints_2d_iters": [batch["keypoints_2d"]] * ITERS,
+        "keypoints_3d_iters": [batch["keypoints_3d"]] * ITERS,
+        "keypoints_2d": batch["keypoints_2d"],
+        "keypoints_3d": batch["keypoints_3d"],
         "vertices": batch["vertices"],
         "vertices_2d": np.zeros((len(pose), 778, 2), np.float32),
         "mano_pose": pose,
@@ -136,15 +136,15 @@ def test_unknown_term_in_config_lists_registered_names():
 
 
 def test_config_validation_messages():
-    cfg = only("joints_2d")
-    cfg.terms.joints_2d = -1.0
-    with pytest.raises(ValueError, match="terms.joints_2d = -1.0 must be a finite number >= 0"):
+    cfg = only("keypoints_2d")
+    cfg.terms.keypoints_2d = -1.0
+    with pytest.raises(ValueError, match="terms.keypoints_2d = -1.0 must be a finite number >= 0"):
         loss_registry.validate_loss_config(cfg)
     with pytest.raises(ValueError, match="keypoint_loss = 'l2' must be one of"):
-        loss_registry.validate_loss_config(only("joints_2d", keypoint_loss="l2"))
+        loss_registry.validate_loss_config(only("keypoints_2d", keypoint_loss="l2"))
     with pytest.raises(ValueError, match="softargmax_temperature = 0.0 must be finite and > 0"):
-        loss_registry.validate_loss_config(only("joints_2d", softargmax_temperature=0.0))
-    assert loss_registry.validate_loss_config(only("joints_2d", "mask")) == {"joints_2d": 1.0,
+        loss_registry.validate_loss_config(only("keypoints_2d", softargmax_temperature=0.0))
+    assert loss_registry.validate_loss_config(only("keypoints_2d", "mask")) == {"keypoints_2d": 1.0,
                                                                       "mask": 1.0}
 
 
@@ -153,7 +153,16 @@ def test_register_rejects_taken_and_reserved_names():
         loss_registry.register("heatmaps")(lambda o, b, c: None)
     with pytest.raises(ValueError, match="reserved"):
         loss_registry.register("loss")
-    assert loss_registry.REGISTRY["heatmaps"].fn is losses.heatmap_mse
+    assert loss_registry.REGISTRY["heatmaps"].fn is losses.heatmaps_loss
+
+
+def test_each_term_is_named_after_its_function():
+    """losses.py's terms: the term `name` is the function `<name>_loss`, so a config key, a logged
+    loss and the code that computes it say the same thing."""
+    ours = {name: term.fn.__name__ for name, term in loss_registry.REGISTRY.items()
+            if term.fn.__module__ == losses.__name__}
+    assert len(ours) >= 16
+    assert {name: fn for name, fn in ours.items() if fn != f"{name}_loss"} == {}
 
 
 def test_new_term_is_one_function_plus_one_config_line(monkeypatch):
@@ -162,17 +171,17 @@ def test_new_term_is_one_function_plus_one_config_line(monkeypatch):
     tips = jnp.array([4, 8, 12, 16, 20])
 
     @loss_registry.register("fingertip_depth", flag="has_3d")
-    def fingertip_depth_l1(outputs, batch, cfg):
-        pred, target = outputs["joints_3d"][:, tips, 2], batch["joints_3d"][:, tips, 2]
+    def fingertip_depth_loss(outputs, batch, cfg):
+        pred, target = outputs["keypoints_3d"][:, tips, 2], batch["keypoints_3d"][:, tips, 2]
         return jnp.mean(jnp.abs(pred - target), axis=-1)
 
     cfg = only()
     cfg.terms.fingertip_depth = 50.0
-    batch = {"joints_3d": np.zeros((3, 21, 3), np.float32), "valid": np.ones(3, np.float32),
+    batch = {"keypoints_3d": np.zeros((3, 21, 3), np.float32), "valid": np.ones(3, np.float32),
              "has_3d": np.array([1, 0, 1], np.float32)}
     pred = np.zeros((3, 21, 3), np.float32)
     pred[:, 8, 2] = [0.01, 5.0, 0.03]  # index tip; sample 1 is unlabeled
-    loss, metrics = losses.total_loss({"joints_3d": pred}, batch, cfg)
+    loss, metrics = losses.total_loss({"keypoints_3d": pred}, batch, cfg)
     np.testing.assert_allclose(metrics["fingertip_depth"], (0.01 + 0.03) / 5 / 2, rtol=1e-6)
     np.testing.assert_allclose(loss, 50.0 * (0.01 + 0.03) / 5 / 2, rtol=1e-6)
     assert float(metrics["count/fingertip_depth"]) == 2.0
@@ -270,7 +279,7 @@ def test_supervised_terms_are_zero_at_the_targets_and_positive_elsewhere(mano):
     assert np.all(term_values("mask", moved, batch, mano, mask_dice=True)
                   > term_values("mask", moved, batch, mano))
     # Both keypoint losses vanish at the target.
-    assert np.all(term_values("joints_2d", outputs, batch, mano, keypoint_loss="l1") == 0.0)
+    assert np.all(term_values("keypoints_2d", outputs, batch, mano, keypoint_loss="l1") == 0.0)
 
 
 def test_mano_pose_target_convention(mano):
@@ -282,7 +291,7 @@ def test_mano_pose_target_convention(mano):
                                 mano.hands_mean)
     np.testing.assert_allclose(got, full_rotmats(dev, mano.hands_mean), atol=2e-6)  # float32
     with pytest.raises(ValueError, match="needs the MANO model"):
-        losses.mano_pose_rotmat({"mano_rotmats": full_rotmats(dev, mano.hands_mean)},
+        losses.mano_pose_loss({"mano_rotmats": full_rotmats(dev, mano.hands_mean)},
                                 {"mano_pose": dev}, losses.term_config(loss_block()))
 
 
@@ -295,7 +304,7 @@ def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano)
     pred = {"mano_rotmats": jnp.asarray(full_rotmats(dev, mano.hands_mean))}
     cfg = losses.term_config(loss_block(), mano)
     flat = jnp.zeros((2,))
-    at_label = losses.mano_pose_rotmat(pred, {"mano_pose": jnp.asarray(dev),
+    at_label = losses.mano_pose_loss(pred, {"mano_pose": jnp.asarray(dev),
                                               "mano_flat_hand_mean": flat}, cfg)
     np.testing.assert_allclose(at_label, 0.0, atol=1e-5)
     # The same global rotations written the other way round the circle.
@@ -303,17 +312,17 @@ def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano)
     angle = np.linalg.norm(g, axis=-1, keepdims=True)
     wrapped = dev.copy()
     wrapped[:, :3] = g * (1.0 - 2.0 * np.pi / angle)
-    again = losses.mano_pose_rotmat(pred, {"mano_pose": jnp.asarray(wrapped),
+    again = losses.mano_pose_loss(pred, {"mano_pose": jnp.asarray(wrapped),
                                            "mano_flat_hand_mean": flat}, cfg)
     np.testing.assert_allclose(again, 0.0, atol=1e-5)
     # A global rotation 0.3 rad away on one joint of 16: 8 sin^2(0.15) / 16.
     turned = dev.copy()
     turned[:, :3] = (Rotation.from_rotvec(g) * Rotation.from_rotvec([[0.0, 0.3, 0.0]] * 2)).as_rotvec()
-    value = losses.mano_pose_rotmat(pred, {"mano_pose": jnp.asarray(turned),
+    value = losses.mano_pose_loss(pred, {"mano_pose": jnp.asarray(turned),
                                            "mano_flat_hand_mean": flat}, cfg)
     np.testing.assert_allclose(value, 8 * np.sin(0.15) ** 2 / 16, rtol=1e-4)
     with pytest.raises(ValueError, match="48-value"):
-        losses.pose_prior({"mano_pose": jnp.zeros((2, 0))}, {}, loss_block())
+        losses.pose_prior_loss({"mano_pose": jnp.zeros((2, 0))}, {}, loss_block())
 
 
 # ------------------------------------------------------------------------------------- flags
@@ -349,7 +358,7 @@ def test_flags_exclude_unlabeled_samples_exactly(mano):
     other = {k: np.array(v, copy=True) for k, v in batch.items()}
     noise = lambda x: x + 7.0 + rng.standard_normal(x.shape).astype(np.float32)  # noqa: E731
     gates = {"heatmaps": "has_2d", "keypoints_2d": "has_2d", "mask": "has_mask",
-             "joints_3d": "has_3d", "vertices": "has_mesh", "mano_pose": "has_mano",
+             "keypoints_3d": "has_3d", "vertices": "has_mesh", "mano_pose": "has_mano",
              "mano_betas": "has_mano", "pof": "has_3d", "pof_weight": "has_3d"}
     for key, flag in gates.items():
         off = (batch[flag] == 0) | (batch["valid"] == 0)
@@ -368,17 +377,17 @@ def test_flags_exclude_unlabeled_samples_exactly(mano):
     for key in metrics:
         assert np.array_equal(metrics[key], metrics2[key]), key
     # ... and a labeled sample's target does change it.
-    other["joints_3d"][batch["has_3d"] * batch["valid"] > 0] += 0.01
-    assert losses.total_loss(outputs, other, cfg, mano_model=mano)[1]["joints_3d"] != \
-        metrics["joints_3d"]
+    other["keypoints_3d"][batch["has_3d"] * batch["valid"] > 0] += 0.01
+    assert losses.total_loss(outputs, other, cfg, mano_model=mano)[1]["keypoints_3d"] != \
+        metrics["keypoints_3d"]
 
 
 def test_no_labeled_sample_gives_zero():
     batch = {"valid": np.ones(2, np.float32), "has_3d": np.zeros(2, np.float32),
-             "joints_3d": np.zeros((2, 21, 3), np.float32)}
-    out = {"joints_3d_iters": [np.ones((2, 21, 3), np.float32)]}
-    loss, metrics = losses.total_loss(out, batch, only("joints_3d"))
-    assert float(loss) == 0.0 and float(metrics["count/joints_3d"]) == 0.0
+             "keypoints_3d": np.zeros((2, 21, 3), np.float32)}
+    out = {"keypoints_3d_iters": [np.ones((2, 21, 3), np.float32)]}
+    loss, metrics = losses.total_loss(out, batch, only("keypoints_3d"))
+    assert float(loss) == 0.0 and float(metrics["count/keypoints_3d"]) == 0.0
 
 
 # ------------------------------------------------------------------------- self-supervision
@@ -403,12 +412,12 @@ def consistent(mano):
     s = 36.0 / (0.5 * N) * projection.PROJECTION_REF / span
     t = -s * 0.5 * (xy.max(1) + xy.min(1)) / projection.PROJECTION_REF - 1.0 / N
     cam = jnp.asarray(np.concatenate([s[:, None], t], -1), jnp.float32)
-    joints_2d = projection.crop_camera_projection(joints, cam, N)
+    keypoints_2d = projection.crop_camera_projection(joints, cam, N)
     vertices_2d = projection.crop_camera_projection(verts, cam, N)
 
     cfg = loss_block()
     T = cfg.softargmax_temperature
-    mu = crops.crop_to_heatmap(np.asarray(joints_2d), N, M)
+    mu = crops.crop_to_heatmap(np.asarray(keypoints_2d), N, M)
     assert mu.min() >= 5.5 and mu.max() <= M - 6.5
     yy, xx = np.mgrid[0:M, 0:M].astype(np.float32)
     d2 = (xx[None, :, :, None] - mu[:, None, None, :, 0]) ** 2 + (
@@ -419,15 +428,15 @@ def consistent(mano):
     sil = render.soft_silhouette(uv, mano.faces, S, S, cfg.silhouette_sigma)
     logits = (jnp.log(sil) - jnp.log1p(-sil))[..., None]  # +-inf where sil is exactly 1 or 0
 
-    region = keypoint_maps.bone_regions(crops.crop_to_heatmap(joints_2d, N, M), M,
+    region = keypoint_maps.bone_regions(crops.crop_to_heatmap(keypoints_2d, N, M), M,
                                  cfg.pof_consistency_width)
     d = keypoint_maps.bone_directions(joints)
     pof = (region[..., None] * d[:, None, None]).reshape(b, M, M, 60)
     outputs = {
         "heatmaps": [heat] * STACKS, "mask_logits": [logits] * STACKS, "pof": [pof] * STACKS,
-        "joints_2d": joints_2d, "joints_3d": joints, "vertices": verts,
-        "vertices_2d": vertices_2d, "joints_2d_iters": [joints_2d] * ITERS,
-        "joints_3d_iters": [joints] * ITERS, "mano_pose": jnp.asarray(pose),
+        "keypoints_2d": keypoints_2d, "keypoints_3d": joints, "vertices": verts,
+        "vertices_2d": vertices_2d, "keypoints_2d_iters": [keypoints_2d] * ITERS,
+        "keypoints_3d_iters": [joints] * ITERS, "mano_pose": jnp.asarray(pose),
         "mano_rotmats": jnp.asarray(full_rotmats(pose, mano.hands_mean)),
         "mano_betas": jnp.asarray(betas),
     }
@@ -449,8 +458,8 @@ def test_self_supervised_terms_vanish_on_consistent_outputs(consistent, mano):
     # 2e-4 crop px; smooth-L1 of that, per coordinate, is 0.5 (2e-4 / N)^2 / beta.
     beta = loss_block().smooth_l1_beta
     bound = 2 * 0.5 * (2e-4 / N) ** 2 / beta
-    assert np.all(term_values("joints_consistency", outputs, batch, mano) <= bound)
-    l1 = term_values("joints_consistency", outputs, batch, mano, keypoint_loss="l1")
+    assert np.all(term_values("keypoints_consistency", outputs, batch, mano) <= bound)
+    l1 = term_values("keypoints_consistency", outputs, batch, mano, keypoint_loss="l1")
     assert np.all(l1 <= 2 * 2e-4 / N)
     # POF: the average of identical unit vectors, renormalised: ||d - p||^2 ~ eps^2.
     for region in ("mesh", "magnitude"):
@@ -462,12 +471,12 @@ def test_self_supervised_terms_grow_when_branches_disagree(consistent, mano):
     outputs, batch, _, _ = consistent
     # The mesh moves by 2 crop px in 2D: silhouette and joints disagree with the branches.
     moved = dict(outputs, vertices_2d=outputs["vertices_2d"] + 2.0,
-                 joints_2d=outputs["joints_2d"] + 2.0)
+                 keypoints_2d=outputs["keypoints_2d"] + 2.0)
     assert np.all(term_values("silhouette", moved, batch, mano) > 1e-3)
-    assert np.all(term_values("joints_consistency", moved, batch, mano) > 1e-3)
+    assert np.all(term_values("keypoints_consistency", moved, batch, mano) > 1e-3)
     # The 3D bones turn 90 degrees about the optical axis: POF disagrees.
     rot = jnp.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    turned = dict(outputs, joints_3d=outputs["joints_3d"] @ rot.T)
+    turned = dict(outputs, keypoints_3d=outputs["keypoints_3d"] @ rot.T)
     assert np.all(term_values("pof_consistency", turned, batch, mano) > 0.1)
 
 
@@ -497,7 +506,7 @@ def test_gradients_of_every_term_are_finite(consistent, mano):
         out, batch, only(*SELF_SUPERVISED, silhouette_loss="bce"), mano_model=mano)[0]))(outputs)
     for key in ("heatmaps", "mask_logits", "pof"):
         assert all(np.all(np.asarray(g) == 0) for g in grads_ss[key]), key
-    for key in ("vertices_2d", "joints_2d", "joints_3d"):
+    for key in ("vertices_2d", "keypoints_2d", "keypoints_3d"):
         g = np.asarray(grads_ss[key])
         assert np.all(np.isfinite(g)) and np.any(g != 0), key
 
@@ -522,8 +531,8 @@ def test_data_parallel_loss_equals_single_device_loss(mano):
     shift = jnp.float32(0.3)  # a shared "parameter" moving every 2D joint prediction
 
     def loss_of(shift, out, b, axis_name=None):
-        out = dict(out, joints_2d_iters=[x + shift for x in out["joints_2d_iters"]],
-                   joints_2d=out["joints_2d"] + shift)
+        out = dict(out, keypoints_2d_iters=[x + shift for x in out["keypoints_2d_iters"]],
+                   keypoints_2d=out["keypoints_2d"] + shift)
         return losses.total_loss(out, b, cfg, mano_model=mano, axis_name=axis_name)
 
     (loss1, metrics1), grad1 = jax.value_and_grad(loss_of, has_aux=True)(shift, outputs, batch)
@@ -542,7 +551,7 @@ def test_data_parallel_loss_equals_single_device_loss(mano):
     for key, value in metrics1.items():  # global metrics, the same on every device
         np.testing.assert_allclose(metrics4[key], np.broadcast_to(value, (n_dev,)), rtol=2e-6,
                                    atol=1e-12, err_msg=key)
-    assert float(metrics1["count/joints_2d"]) == float(
+    assert float(metrics1["count/keypoints_2d"]) == float(
         (batch["has_2d"] * batch["valid"]).sum())
 
 
@@ -559,7 +568,7 @@ def test_weak_perspective_fit_recovers_the_camera_and_zeroes_the_camera_term():
     fit, valid = projection.weak_perspective_fit(joints, uv, vis, crop)
     np.testing.assert_allclose(np.asarray(fit), np.asarray(cam), rtol=1e-5, atol=1e-5)
     assert bool(jnp.all(valid))
-    batch = {"joints_3d": joints, "keypoints_2d": uv, "keypoint_visibility": vis,
+    batch = {"keypoints_3d": joints, "keypoints_2d": uv, "keypoint_visibility": vis,
              "image": jnp.zeros((b, crop, crop, 3)), "valid": jnp.ones(b), "has_2d": jnp.ones(b),
              "has_3d": jnp.asarray([1.0, 1.0, 0.0])}
     cfg = losses.term_config(loss_block())
@@ -590,10 +599,10 @@ def test_heatmap_keypoints_are_zero_on_gaussians_at_the_labels(mano):
              "image": np.zeros((b, n, n, 3), np.float32)}
     cfg = losses.term_config(loss_block(), mano)
     bound = 2 * (0.5 / m - cfg.smooth_l1_beta / 2)
-    at = np.asarray(losses.heatmap_keypoints({"heatmaps": [jnp.asarray(heat)]}, batch, cfg))
+    at = np.asarray(losses.heatmap_keypoints_loss({"heatmaps": [jnp.asarray(heat)]}, batch, cfg))
     assert np.all(at <= bound)
     moved = dict(batch, keypoints_2d=kp + 8.0)
-    assert np.all(np.asarray(losses.heatmap_keypoints({"heatmaps": [jnp.asarray(heat)]}, moved,
+    assert np.all(np.asarray(losses.heatmap_keypoints_loss({"heatmaps": [jnp.asarray(heat)]}, moved,
                                                       cfg)) > bound)
 
 

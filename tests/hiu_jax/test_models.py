@@ -27,9 +27,9 @@ def expected_shapes(cfg, batch):
     theta = max(stop for _, stop in layout.values())
     per_stack = {"heatmaps": (batch, hm, hm, 21), "mask_logits": (batch, m.mask_size, m.mask_size, 1),
                  "pof": (batch, hm, hm, 60)}
-    per_iter = {"theta": (batch, theta), "cam": (batch, 3), "joints_3d_iters": (batch, 21, 3),
-                "joints_2d_iters": (batch, 21, 2)}
-    finals = {"vertices": (batch, 778, 3), "joints_3d": (batch, 21, 3), "joints_2d": (batch, 21, 2),
+    per_iter = {"theta": (batch, theta), "cam": (batch, 3), "keypoints_3d_iters": (batch, 21, 3),
+                "keypoints_2d_iters": (batch, 21, 2)}
+    finals = {"vertices": (batch, 778, 3), "keypoints_3d": (batch, 21, 3), "keypoints_2d": (batch, 21, 2),
               "vertices_2d": (batch, 778, 2), "mano_pose": (batch, 48), "mano_betas": (batch, 10),
               "mano_rotmats": (batch, 16, 3, 3), "keypoints_hm": (batch, 21, 2)}
     assert crop > 0
@@ -55,9 +55,9 @@ def test_tiny_output_shapes_and_values(tiny_setup):
     for leaf in jax.tree.leaves(out):
         assert bool(jnp.all(jnp.isfinite(leaf)))
     # Root-relative: the wrist is the origin of the 3D output.
-    np.testing.assert_allclose(out["joints_3d"][:, 0], 0.0, atol=1e-7)
+    np.testing.assert_allclose(out["keypoints_3d"][:, 0], 0.0, atol=1e-7)
     # At initialisation the regressor starts from the mean hand, centred in the crop.
-    centre = jnp.mean(out["joints_2d"], axis=1)
+    centre = jnp.mean(out["keypoints_2d"], axis=1)
     assert bool(jnp.all(jnp.abs(centre - cfg.crop_size / 2) < cfg.crop_size / 2))
 
 

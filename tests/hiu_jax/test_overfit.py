@@ -67,7 +67,7 @@ def test_tiny_model_overfits_eight_hands(eight_hands):
     def error_mm(s):
         out = model.apply({"params": s.params, "batch_stats": s.batch_stats}, eight_hands["image"],
                           train=False)
-        d = jnp.linalg.norm(out["joints_3d"] - eight_hands["joints_3d"], axis=-1)
+        d = jnp.linalg.norm(out["keypoints_3d"] - eight_hands["keypoints_3d"], axis=-1)
         return float(d.mean()) * 1000
 
     start = error_mm(state)

@@ -23,7 +23,7 @@ def noisy(mano):
     """Predictions with errors everywhere, some samples without 3D, masks or a visible joint."""
     p = predictions(mano, n=8, seed=4)
     rng = np.random.default_rng(5)
-    for key, sigma in (("joints_3d", 0.005), ("vertices", 0.005), ("joints_2d", 2.0)):
+    for key, sigma in (("keypoints_3d", 0.005), ("vertices", 0.005), ("keypoints_2d", 2.0)):
         p[key] = p[key] + rng.normal(0, sigma, p[key].shape).astype(np.float32)
     p["gt_has_3d"] = np.float32([1, 1, 0, 1, 1, 1, 1, 0])
     p["gt_keypoint_visibility"][1] = 0.0
@@ -53,8 +53,8 @@ def test_a_metric_registered_in_one_place_reaches_every_output(thumb_tip, noisy,
 
     result = evaluation.score(noisy, mano)
     has3d = noisy["gt_has_3d"] > 0
-    gt = noisy["gt_joints_3d"][has3d]
-    want = 1000.0 * np.linalg.norm(noisy["joints_3d"][has3d, 4] - (gt[:, 4] - gt[:, 0]), axis=-1)
+    gt = noisy["gt_keypoints_3d"][has3d]
+    want = 1000.0 * np.linalg.norm(noisy["keypoints_3d"][has3d, 4] - (gt[:, 4] - gt[:, 0]), axis=-1)
     v = result.values
     assert v["thumb_tip_mm"] == pytest.approx(want.mean(), rel=1e-5)  # labels float32
     assert v["thumb_tip_mm_se"] == pytest.approx(metrics.standard_error(want), rel=1e-4)
@@ -126,7 +126,7 @@ def test_the_scorers_give_the_metrics_formulas_exactly(noisy, mano):
     r = evaluation.score(noisy, mano)
     sel = (noisy["gt_has_3d"] > 0) & (noisy["gt_has_mesh"] > 0)
     root = noisy["gt_root_3d"][:, None]
-    xyz_gt = (noisy["gt_joints_3d"] + root).astype(np.float64)[sel]
+    xyz_gt = (noisy["gt_keypoints_3d"] + root).astype(np.float64)[sel]
     verts_gt = (noisy["gt_vertices"] + root).astype(np.float64)[sel]
     fs = metrics.freihand_scores(r.pred_xyz[sel], r.pred_verts[sel], xyz_gt, verts_gt)
     for key in metrics.FREIHAND_SCORE_KEYS + scorers.FREIHAND_HEADLINE:
@@ -134,12 +134,12 @@ def test_the_scorers_give_the_metrics_formulas_exactly(noisy, mano):
     np.testing.assert_array_equal(r.per_sample["pa_mpjpe_mm"][sel],
                                   1000.0 * fs["per_sample"]["kp_al_mean_m"])
     has3d = noisy["gt_has_3d"] > 0
-    g = (noisy["gt_joints_3d"] + root).astype(np.float64)[has3d]
+    g = (noisy["gt_keypoints_3d"] + root).astype(np.float64)[has3d]
     rr = metrics.error_measures(metrics.point_errors(g - g[:, :1], r.pred_xyz[has3d]),
                                 metrics.FREIHAND_PCK_THRESHOLDS)
     assert r.values["rr_mpjpe_mm"] == 1000.0 * rr["mean"]
     has2d = (noisy["gt_has_2d"] > 0) & (noisy["gt_keypoint_visibility"].sum(1) > 0)
     vis = noisy["gt_keypoint_visibility"][has2d] > 0
-    px = metrics.pck_2d(noisy["joints_2d"][has2d], noisy["gt_keypoints_2d"][has2d], vis)
+    px = metrics.pck_2d(noisy["keypoints_2d"][has2d], noisy["gt_keypoints_2d"][has2d], vis)
     assert r.values["kp2d_mean_px"] == px["mean_error_px"]
     assert r.values["pck2d_auc_0_30px"] == px["auc"]

@@ -200,7 +200,7 @@ def partly_labelled_batch(config, pattern):
     f32 = np.float32
     for key, draw in (("image", lambda s: rng.uniform(0, 1, s)),
                       ("keypoints_2d", lambda s: rng.uniform(0, config.crop_size, s)),
-                      ("joints_3d", lambda s: rng.normal(0, 0.05, s)),
+                      ("keypoints_3d", lambda s: rng.normal(0, 0.05, s)),
                       ("mano_pose", lambda s: rng.normal(0, 0.2, s))):
         batch[key] = draw(batch[key].shape).astype(f32)
     for flag, values in PARTIAL_LABELS[pattern].items():

@@ -19,12 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import functools
-
 import numpy as np
 import pytest
 import scipy.sparse
 
+from mano_jax import io as mano_io
 from mano_jax.io import UnsafePickleError, load_arrays, load_model, save_npz, save_pkl
 from mano_jax.model import MANO_PARENTS, REQUIRED_SHAPES, chirality, model_from_arrays
 from mano_jax.procedural import build_procedural_arrays
@@ -106,10 +105,11 @@ class FakeOldCsc:
         )
 
 
-class Py2StylePickler(pickle._Pickler):
-    """Protocol 2 as Python 2 wrote it: bytes as `str` opcodes, globals under old names."""
+class Py2StylePickler(mano_io._LegacyNamePickler):
+    """Protocol 2 as Python 2 wrote it: bytes as `str` opcodes, globals under old names (the
+    writer's renaming mechanism, with Python 2's names)."""
 
-    NAMES = (
+    _NAMES = (
         (np.ndarray((0,)).__reduce__()[0], "numpy.core.multiarray", "_reconstruct"),
         (copyreg._reconstructor, "copy_reg", "_reconstructor"),
         (FakeCh, "chumpy.ch", "Ch"),
@@ -127,14 +127,6 @@ class Py2StylePickler(pickle._Pickler):
         self.memoize(obj)
 
     dispatch[bytes] = save_py2_str
-
-    def save_global(self, obj, name=None):
-        for known, module, qualname in self.NAMES:
-            if obj is known:
-                self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode("ascii"))
-                self.memoize(obj)
-                return
-        super().save_global(obj, name)
 
 
 def write_official_style_pkl(path: Path, arrays: dict) -> bytes:
