@@ -3,12 +3,15 @@
 Every layer above mano_jax (the network, the losses, the renderer, the input pipeline, the
 synthetic generator, evaluation, inference) takes these definitions from here:
 
-  skeleton  the 21 joints (names, FreiHAND/OpenPose order) and the 20 bones between them.
-  projection  the pinhole (THE perspective projection) and its intrinsics check, weak
-            perspective, the network's crop camera and its least-squares fit to labels.
-  crops     pixel centres, the hand-crop rule, crop matrices and affine maps,
-            crop <-> heat-map coordinates.
-  warps     the bilinear image warp used to cut crops.
+  skeleton    the 21 keypoints (names, FreiHAND/OpenPose order), the 20 bones between them,
+              the counts NUM_KEYPOINTS (21) and NUM_VERTICES (778, the MANO mesh).
+  projection  every projection: the pinhole and its intrinsics check, weak perspective, the
+              network's crop camera and its least-squares fit to labels.
+  crops       pixel centres, the hand-crop rule, crop matrices and affine maps,
+              crop <-> heat-map coordinates.
+  warps       the bilinear image warp used to cut crops.
+
+Rotations live one layer down, in mano_jax.rotations (MANO's forward needs them).
 
 Conventions (one everywhere, converted at the edges):
 
