@@ -9,12 +9,13 @@ directory, or --checkpoint, that or its checkpoints/ directory or checkpoints/la
 the config is the run's, rebuilt exactly from its record (config_source.json, checked against
 config.json), unless --config names a config file; --config.KEY=VALUE overrides a value.
 
-The crop (hiu_jax/inference.py): without --box the hand is found in two passes: the whole image
-resized to the model's crop size gives 2D keypoints, and the crop around their box (the
-pipeline's crop rule) gives the result. With --box (image pixels x_min,y_min,x_max,y_max; one
-box for every image, or one --box per image in order) the crop is the pipeline's evaluation
-crop: a square of side crop_padding * max(box width, box height) (at least min_box_size)
-centred on the box. '--box full' takes that image whole as the crop (the square of side
+The crop (hiu_jax/inference.py): without --box the hand is found in three passes: the whole
+image resized to the model's crop size gives 2D keypoints, the crop around their trimmed box
+(per axis the second smallest and second largest keypoint, scaled by 1.15; the pipeline's crop
+rule around it) gives them again, and the crop around their trimmed box gives the result.
+With --box (image pixels x_min,y_min,x_max,y_max; one box for every image, or one --box per
+image in order) the crop is the pipeline's evaluation crop: a square of side
+crop_padding * max(box width, box height) (at least min_box_size) centred on the box. '--box full' takes that image whole as the crop (the square of side
 max(W, H) centred on it, a non-square image padded with black, not stretched); '--box find'
 finds the hand, as without --box. Pixel convention as in hiu_jax/geometry: the pixel in
 column c, row r has its centre at (c, r).

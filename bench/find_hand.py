@@ -1,19 +1,25 @@
 """How well infer.py finds the hand: the 2D error of a trained model on whole synthetic
 evaluation images with the crop around the true hand box, around the box it finds itself
-(hiu_jax/inference.py, two passes: the box of the first pass's heat-map keypoints), and, for
-comparison, around the box of the first pass's mesh joints, after a third pass, with the whole
+(hiu_jax/inference.py, FIND_RULE: two finding passes, the first on the whole image, each giving
+the trimmed box of its heat-map keypoints: per axis the second smallest and second largest,
+scaled by 1.15; then the final pass), and, for comparison, around boxes found by other rules
+(the min/max box of the heat-map keypoints after one pass, the previous default, or two; the
+trimmed box after one pass; the min/max box of the first pass's mesh joints), with the whole
 image as the crop, with the found box moved to the true centre ("true centre") or the true box
-moved to the found centre ("true side"), and around the box of the keypoints predicted in the
-true box's crop ("true, re-found"). Prints figures only.
+moved to the found centre ("true side"), and around the min/max box of the keypoints predicted
+in the true box's crop ("true, re-found"). Prints figures only.
 
-    python -m bench.find_hand --workdir RUN --images DIR [--num 256] [--which last|best]
+    python -m bench.find_hand --workdir RUN --images DIR [--num 300] [--start 0]
+        [--which last|best] [--config FILE]
 
 DIR is a FreiHAND-layout evaluation set (datasets/synthetic_generator's output:
 evaluation/rgb/*.jpg, evaluation_K.json, evaluation_xyz.json); the true 2D keypoints are the
 pinhole projections of the 3D labels, the true box is their box (the pipeline's crop rule around it). Errors are in
 IMAGE pixels (crops of different sizes are compared on one scale): per image the mean over the
-21 joints of |predicted - true|, then the mean over images +- its standard error; the found box
-is also compared with the true one as a paired difference.
+21 joints of |predicted - true|, then the mean over images +- its standard error; each found
+box is also compared with the true one, and the default with the previous rule, as paired
+differences. --config: the config file to rebuild the model from when the run's recorded
+config file has changed since (as train.py/eval.py's --config).
 """
 from __future__ import annotations
 
@@ -51,41 +57,53 @@ def mean_se(x) -> str:
     return f"{x.mean():6.2f} +- {x.std(ddof=1) / np.sqrt(len(x)):.2f}"
 
 
+RULES = {  # found-box rows: how the box is found (inference.FindRule)
+    "found box": inference.FIND_RULE,
+    "found, min/max": inference.FindRule(1, 0, 1.0),
+    "found, min/max x2": inference.FindRule(2, 0, 1.0),
+    "found, trimmed x1": inference.FindRule(1, 1, 1.15),
+    "found (mesh)": inference.FindRule(1, 0, 1.0, "keypoints_2d"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="a trained run")
     parser.add_argument("--which", default="last", choices=("last", "best"))
+    parser.add_argument("--config", default=None, help="config file (default: the run's record)")
     parser.add_argument("--images", required=True, help="FreiHAND-layout evaluation set")
-    parser.add_argument("--num", type=int, default=256, help="images (the first NUM)")
+    parser.add_argument("--num", type=int, default=300, help="images (NUM from START)")
+    parser.add_argument("--start", type=int, default=0, help="the first image's index")
     args = parser.parse_args()
+    if args.num < 2 or args.start < 0:
+        parser.error(f"--num {args.num} --start {args.start}: needs NUM >= 2 and START >= 0")
 
-    loaded = runs.load_model(args.workdir, args.which, runs.run_config(args.workdir, None, []))
+    loaded = runs.load_model(args.workdir, args.which, runs.run_config(args.workdir, args.config))
     predict = inference.predictor(loaded.model, loaded.variables)
-    truth = true_keypoints(args.images, args.num)
-    modes = ("true box", "found box", "found (mesh)", "found, 3 passes", "full image",
-             "true centre", "true side", "true, re-found")
+    truth = true_keypoints(args.images, args.start + args.num)[args.start:]
+    if len(truth) < args.num:
+        parser.error(f"--num {args.num} --start {args.start}: {args.images} has "
+                     f"{args.start + len(truth)} evaluation images")
+    modes = ("true box", *RULES, "full image", "true centre", "true side", "true, re-found")
     errors = {mode: {k: [] for k in KEYPOINTS} for mode in modes}
     side_ratio, centre_error = [], []
     start = time.perf_counter()
-    for i in range(args.num):
+    for i in range(len(truth)):
         image = inference.read_image(os.path.join(args.images, "evaluation", "rgb",
-                                                  f"{i:08d}.jpg"))
+                                                  f"{args.start + i:08d}.jpg"))
         true_box = np.concatenate([truth[i].min(0), truth[i].max(0)])
 
-        def on_box(box, find=False):
-            return inference.infer_image(predict, image, box, loaded.config, find=find)
+        def on_box(box, find=False, rule=inference.FIND_RULE):
+            return inference.infer_image(predict, image, box, loaded.config, find=find,
+                                         rule=rule)
 
-        full = on_box(None)
-        found = on_box(inference.found_box(full.pred, full.S))  # = on_box(None, find=True)
+        results = {mode: on_box(None, True, rule) for mode, rule in RULES.items()}
         true = on_box(true_box)
-        found_box = inference.found_box(full.pred, full.S)
-        results = {"true box": true, "found box": found,
-                   "found (mesh)": on_box(inference.found_box(full.pred, full.S, "keypoints_2d")),
-                   "found, 3 passes": on_box(inference.found_box(found.pred, found.S)),
-                   "full image": full,
-                   "true centre": on_box(recentred(found_box, true_box)),
-                   "true side": on_box(recentred(true_box, found_box)),
-                   "true, re-found": on_box(inference.found_box(true.pred, true.S))}
+        found = results["found box"]
+        results.update({"true box": true, "full image": on_box(None),
+                        "true centre": on_box(recentred(found.box, true_box)),
+                        "true side": on_box(recentred(true_box, found.box)),
+                        "true, re-found": on_box(inference.found_box(true.pred, true.S))})
         for mode, r in results.items():
             for k in KEYPOINTS:
                 kp = inference.crop_to_image(r.pred[k], r.S)
@@ -95,16 +113,22 @@ def main() -> None:
                             / np.max(true_box[2:] - true_box[:2]))
     seconds = time.perf_counter() - start
     print(f"model {loaded.workdir} ({loaded.which}, step {loaded.step}), crop "
-          f"{int(loaded.config.crop_size)} px; {args.num} images of {args.images}; "
-          f"CPU {cpu_model()}, {seconds:.0f} s")
-    print("2D error, image pixels, mean over images +- standard error")
-    print(f"{'crop':<16} " + "  ".join(f"{k:>17}" for k in KEYPOINTS))
+          f"{int(loaded.config.crop_size)} px; images {args.start}..{args.start + len(truth) - 1}"
+          f" of {args.images}; CPU {cpu_model()}, {seconds:.0f} s")
+    print(f"default rule {inference.FIND_RULE}")
+    print("2D error, image pixels, mean over images +- standard error; found rows: / true box, "
+          "found - true box (paired)")
+    print(f"{'crop':<18} " + "  ".join(f"{k:>42}" for k in KEYPOINTS))
     for mode, e in errors.items():
-        print(f"{mode:<16} " + "  ".join(f"{mean_se(e[k]):>17}" for k in KEYPOINTS))
+        cells = []
+        for k in KEYPOINTS:
+            x, t = np.asarray(e[k]), np.asarray(errors["true box"][k])
+            extra = f" x{x.mean() / t.mean():.3f} {mean_se(x - t)}" if mode != "true box" else ""
+            cells.append(f"{mean_se(x)}{extra}")
+        print(f"{mode:<18} " + "  ".join(f"{c:>42}" for c in cells))
     for k in KEYPOINTS:
-        found, true = np.asarray(errors["found box"][k]), np.asarray(errors["true box"][k])
-        print(f"{k}: found / true = {found.mean() / true.mean():.3f}; found - true "
-              f"{mean_se(found - true)} px (paired)")
+        new, old = (np.asarray(errors[m][k]) for m in ("found box", "found, min/max"))
+        print(f"{k}: found box - found, min/max {mean_se(new - old)} px (paired)")
     print(f"found crop side / true crop side: median {np.median(side_ratio):.3f}, "
           f"5-95% {np.percentile(side_ratio, 5):.3f}..{np.percentile(side_ratio, 95):.3f}; "
           f"median |log ratio| {np.median(np.abs(np.log(side_ratio))):.3f}")

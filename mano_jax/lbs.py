@@ -110,19 +110,6 @@ def pose_to_rotations(model: MANOModel, pose, *, flat_hand_mean: bool, pose_spac
     return rotations.axis_angle_to_matrix(axis_angle.reshape(pose.shape[:-1] + (NUM_JOINTS, 3)))
 
 
-def shape_blend(model: MANOModel, betas):
-    """v_template + shapedirs @ betas. betas: (..., S), S <= model.num_betas -> (..., V, 3)."""
-    s = betas.shape[-1]
-    if s > model.num_betas:
-        raise ValueError(f"betas has {s} values but the model has {model.num_betas} shape directions")
-    return model.v_template + jnp.einsum("...s,vcs->...vc", betas, model.shapedirs[..., :s])
-
-
-def pose_blend(model: MANOModel, local_rotations):
-    """Pose-corrective offsets P vec(R_1..15 - I). (..., 16, 3, 3) -> (..., V, 3)."""
-    return jnp.einsum("...p,vcp->...vc", pose_features(local_rotations), model.posedirs)
-
-
 def pose_features(local_rotations):
     """vec(R_1..15 - I), row-major per joint: (..., 16, 3, 3) -> (..., 135)."""
     eye = jnp.eye(3, dtype=local_rotations.dtype)

@@ -112,46 +112,61 @@ def test_mesh_is_mano_of_the_written_parameters(inferred):
 
 class _Oracle:
     """A stand-in for the network that knows where the hand is: on its k-th call it returns the
-    true keypoints (21, 2) image pixels mapped by crops[k] (the image-to-crop matrices that
-    finding the hand should cut: the whole image, then the crop around the true box), as both
-    2D outputs, so the box found from them is exact."""
+    true keypoints (21, 2) image pixels mapped by matrices[k] (the image-to-crop matrices that
+    finding the hand should cut: the whole image, then the crops around the boxes found), as
+    both 2D outputs, so the boxes found from them are exact."""
 
-    def __init__(self, truth, crops):
-        self.truth, self.crops, self.calls = np.asarray(truth, np.float64), crops, 0
+    def __init__(self, truth, matrices):
+        self.truth, self.matrices, self.calls = np.asarray(truth, np.float64), matrices, 0
 
-    def __call__(self, crops):
-        assert crops.shape[0] == 1 and self.calls < len(self.crops)
-        kp = crops.apply_affine(self.crops[self.calls], self.truth)[None]
+    def __call__(self, images):
+        assert images.shape[0] == 1 and self.calls < len(self.matrices)
+        kp = crops.apply_affine(self.matrices[self.calls], self.truth)[None]
         self.calls += 1
         return {"keypoints_2d": kp, "keypoints_heatmap": kp, "cam": np.array([[1.0, 0.0, 0.0]])}
 
 
-def _found_equals_true(truth, image_hw, config):
-    """infer_image without a box, by the oracle: two passes, and the second crop is the crop of
-    the true box (the pipeline's rule around the keypoints' box), so its 2D error is the true
-    box's (0 here)."""
-    true_box = np.concatenate([np.min(truth, 0), np.max(truth, 0)])
+def _order_statistic_box(truth, trim, scale):
+    """The trimmed box written out: per axis the (trim+1)-th smallest and largest value, the box
+    scaled about its centre."""
+    u, v = sorted(truth[:, 0]), sorted(truth[:, 1])
+    lo, hi = np.array([u[trim], v[trim]]), np.array([u[-1 - trim], v[-1 - trim]])
+    grow = (scale - 1.0) / 2 * (hi - lo)
+    return np.concatenate([lo - grow, hi + grow])
+
+
+def _found_is_exact(truth, image_hw, config, rule=inference.FIND_RULE):
+    """infer_image without a box, by the oracle: rule.passes finding passes, each cutting the
+    crop of the trimmed box of exact keypoints (the pipeline's rule around it), then the final
+    pass on that crop, whose 2D error is 0. With FindRule(1, 0, 1.0) the found box is the true
+    box (the keypoints' box): the crop is the true box's."""
+    box = _order_statistic_box(np.asarray(truth, np.float64), rule.trim, rule.scale)
+    if rule.trim == 0 and rule.scale == 1.0:
+        np.testing.assert_array_equal(box, np.concatenate([np.min(truth, 0), np.max(truth, 0)]))
     S_full = inference.crop_for(image_hw, None, config)[0]
-    S_true = inference.crop_for(image_hw, true_box, config)[0]
-    oracle = _Oracle(truth, [S_full, S_true])
+    S_box = inference.crop_for(image_hw, box, config)[0]
+    oracle = _Oracle(truth, [S_full] + [S_box] * rule.passes)
     image = np.zeros(tuple(image_hw) + (3,), np.float32)
-    found = inference.infer_image(oracle, image, None, config, find=True)
-    assert oracle.calls == 2 and found.box_source == "found"
-    np.testing.assert_allclose(found.box, true_box, atol=1e-9)
-    np.testing.assert_allclose(found.S, S_true, atol=1e-9)
+    found = inference.infer_image(oracle, image, None, config, find=True, rule=rule)
+    assert oracle.calls == rule.passes + 1 and found.box_source == "found"
+    np.testing.assert_allclose(found.box, box, atol=1e-9)
+    np.testing.assert_allclose(found.S, S_box, atol=1e-9)
     error = np.linalg.norm(inference.crop_to_image(found.pred["keypoints_2d"], found.S) - truth,
                            axis=-1)
     np.testing.assert_allclose(error, 0.0, atol=1e-9)
 
 
+@pytest.mark.parametrize("rule", [inference.FIND_RULE, inference.FindRule(1, 0, 1.0),
+                                  inference.FindRule(3, 2, 1.3)])
 @pytest.mark.parametrize("image_hw, offset", [((224, 224), (150, 40)), ((160, 300), (10, 100)),
                                               ((300, 120), (60, 250))])  # hand centre (u, v)
-def test_finding_the_hand_cuts_the_true_box_crop_given_exact_keypoints(image_hw, offset):
+def test_finding_the_hand_cuts_the_crop_of_the_rules_box_given_exact_keypoints(image_hw, offset,
+                                                                              rule):
     from configs import tiny
 
     rng = np.random.default_rng(sum(image_hw))
     truth = np.asarray(offset, np.float64) + rng.uniform(-25, 25, (21, 2))  # (u, v) pixels
-    _found_equals_true(truth, image_hw, tiny.get_config())
+    _found_is_exact(truth, image_hw, tiny.get_config(), rule)
 
 
 @pytest.mark.slow
@@ -167,7 +182,27 @@ def test_finding_the_hand_on_synthetic_evaluation_images(tiny_run):
     truth = projection.project_pinhole(K, xyz, xp=np)
     assert len(truth) == 8
     for kp in truth:
-        _found_equals_true(kp, (IMAGE_SIZE, IMAGE_SIZE), tiny.get_config())
+        for rule in (inference.FIND_RULE, inference.FindRule(1, 0, 1.0)):
+            _found_is_exact(kp, (IMAGE_SIZE, IMAGE_SIZE), tiny.get_config(), rule)
+
+
+def test_trimmed_box_is_order_statistics_scaled_about_the_centre():
+    points = np.array([[0.0, 5.0], [10.0, -3.0], [2.0, 1.0], [4.0, 9.0], [7.0, 2.0]])
+    np.testing.assert_array_equal(inference.trimmed_box(points), [0.0, -3.0, 10.0, 9.0])
+    # trim 1: x 2..7, y 1..5 -> centre (4.5, 3), half sizes (2.5, 2) x 1.2
+    np.testing.assert_allclose(inference.trimmed_box(points, 1, 1.2), [1.5, 0.6, 7.5, 5.4])
+    for trim, scale in ((-1, 1.0), (3, 1.0), (1, 0.0)):
+        with pytest.raises(ValueError, match=rf"trim {trim} of 5 points, scale {scale}"):
+            inference.trimmed_box(points, trim, scale)
+
+
+def test_finding_the_hand_needs_a_finding_pass():
+    from configs import tiny
+
+    with pytest.raises(ValueError, match=r"FindRule.passes 0"):
+        inference.infer_image(_Oracle(np.zeros((21, 2)), []), np.zeros((8, 8, 3), np.float32),
+                              None, tiny.get_config(), find=True,
+                              rule=inference.FindRule(0, 1, 1.15))
 
 
 def test_infer_image_with_a_box_or_the_whole_image_is_one_pass():
