@@ -1,17 +1,23 @@
-"""One tiny trained run per session, shared by tests/test_eval_model.py and tests/test_infer.py.
+"""One tiny trained run per session, shared by tests/test_eval_model.py, tests/test_infer.py,
+tests/test_train.py and tests/bench/test_ablation.py.
 
 `tiny_run` generates 16 + 8 synthetic hands at 96 px (python -m datasets.synthetic_generator), then
-trains configs/tiny.py for 4 steps with train.py (a lighter network than tiny.py's: one stack, one
-regressor iteration, no silhouette term). CPU time is almost all XLA compilation, so every
-subprocess of these tests
-- shares one persistent JAX compilation cache (JAX_COMPILATION_CACHE_DIR): eval.py and the demo
-  reuse the programs train.py compiled (the predict step, the mesh renderer);
+trains configs/tiny.py for 12 steps with train.py (a lighter network than tiny.py's: one stack, one
+regressor iteration, no silhouette term; batch 8 over the 4 fake CPU devices of
+tests/conftest.py), with a NaN image batch injected at step index NAN_STEP, a checkpoint every
+CHECKPOINT_EVERY steps (all kept) and metrics every step: it is also tests/test_train.py's
+uninterrupted reference run, which its killed and resumed runs repeat with the same command
+(`TinyRun.train_args`). CPU time is almost all XLA compilation, so every subprocess of these
+tests
+- shares one persistent JAX compilation cache (JAX_COMPILATION_CACHE_DIR): eval.py, infer.py,
+  the ablation's and test_train.py's train.py runs reuse the programs this run compiled (the
+  train step, whose schedule depends on num_train_steps, the predict step, the mesh renderer);
 - compiles with LLVM optimisation off (XLA_FLAGS --xla_backend_optimization_level=0
   --xla_llvm_disable_expensive_passes=true): train.py's compile CPU time drops from ~62 s to
   ~41 s (2 cores); the tiny programs run a few steps, so their speed does not matter.
 
-The run is built once per session whoever asks first: both test modules import the fixture, and
-the memo below makes the second request reuse the first run.
+The run is built once per session whoever asks first: the test modules import the fixture, and
+the memo below makes a second request reuse the first run.
 """
 import os
 import subprocess
@@ -22,7 +28,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TRAIN, NUM_EVAL, IMAGE_SIZE = 16, 8, 96
-TRAIN_STEPS = 4
+TRAIN_STEPS, CHECKPOINT_EVERY, NAN_STEP = 12, 2, 2
 FAST_COMPILE = " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 _MEMO = {}
@@ -32,6 +38,8 @@ class TinyRun(NamedTuple):
     workdir: str  # train.py's work directory (config.json, checkpoints/)
     synthetic_dir: str  # the generated dataset (FreiHAND layout, evaluation GT included)
     env: dict  # environment for the subprocesses (shared compilation cache)
+    train_args: list  # train.py and its arguments but --workdir (python ARGS --workdir=DIR)
+    stdout: str  # train.py's console output
 
 
 def run_python(args, env, timeout=300):
@@ -52,19 +60,23 @@ def tiny_run_once(tmp_path_factory) -> TinyRun:
                     "--num-eval", str(NUM_EVAL), "--size", str(IMAGE_SIZE)], env)
     assert r.returncode == 0, r.stderr[-3000:]
     workdir = str(root / "run")
-    r = run_python([
-        "train.py", "--config", "configs/tiny.py", "--workdir", workdir,
-        f"--config.num_train_steps={TRAIN_STEPS}", f"--config.data.synthetic_dir={syn}",
-        f"--config.pipeline.data_dir={root / 'tfds'}",
+    train_args = [
+        "train.py", "--config", "configs/tiny.py", f"--config.num_train_steps={TRAIN_STEPS}",
+        f"--config.data.synthetic_dir={syn}", f"--config.pipeline.data_dir={root / 'tfds'}",
         f"--config.data.synthetic_num_train={NUM_TRAIN}",
         f"--config.data.synthetic_num_eval={NUM_EVAL}",
-        "--config.eval_every_steps=100", "--config.image_every_steps=100",
         "--config.model.num_stacks=1", "--config.model.regressor_iterations=1",
-        "--config.loss.terms.silhouette=0"], env)
+        "--config.loss.terms.silhouette=0",
+        f"--config.checkpoint_every_steps={CHECKPOINT_EVERY}",
+        "--config.log_every_steps=1", "--config.eval_every_steps=1000",
+        "--config.image_every_steps=1000", f"--config.debug_nan_steps=({NAN_STEP},)",
+        "--config.keep_checkpoints=10",  # keep them all, to compare runs step by step
+    ]
+    r = run_python(train_args + [f"--workdir={workdir}"], env)
     assert r.returncode == 0, r.stderr[-3000:]
     for which in ("last", "best"):
         assert os.path.isdir(os.path.join(workdir, "checkpoints", which, str(TRAIN_STEPS))), which
-    _MEMO["run"] = TinyRun(workdir, syn, env)
+    _MEMO["run"] = TinyRun(workdir, syn, env, train_args, r.stdout)
     return _MEMO["run"]
 
 

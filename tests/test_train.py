@@ -5,7 +5,7 @@ silhouette term, batch 8 over the 4 fake CPU devices of tests/conftest.py, 12 st
 checkpoint every 2 steps, metrics every step):
 
   A   uninterrupted, with a NaN image batch injected at step index 2 (the 3rd step): the
-      reference run, and the non-finite test;
+      session's tiny run (tests/model_fixtures.py), the reference run and the non-finite test;
   B   the same command, killed with SIGKILL once checkpoints/last/4 exists;
   B'  the same command again (but checkpointing only when signalled): resumes from B's newest
       checkpoint, then gets SIGTERM two or three steps later and must save and exit 143.
@@ -17,11 +17,8 @@ we still allow 1e-6 relative on the loss so that a harmless change of fusion in 
 would not fail the test, while any wrong batch, optimiser state or step count changes it at
 ~1e-2 or more.)
 
-Cost: the processes share one persistent JAX compilation cache and compile with LLVM
-optimisation off, like tests/model_fixtures.py, and when that session fixture has already run
-(tests/test_eval_model.py runs first) they use its dataset and its cache: the network's init,
-prediction and rendering programs are then cache hits and only the train step (its schedule
-depends on num_train_steps) compiles, once, in run A.
+Cost: B and B' share A's persistent JAX compilation cache, its dataset and its LLVM-optimisation-
+off XLA flags, so every program they run is a cache hit; A itself is the session's shared run.
 """
 import json
 import os
@@ -35,62 +32,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_TRAIN, NUM_EVAL, IMAGE_SIZE = 16, 8, 96  # as tests/model_fixtures.py (its data is reused)
-STEPS, CHECKPOINT_EVERY, NAN_STEP = 12, 2, 2
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+from tests.model_fixtures import (CHECKPOINT_EVERY, NAN_STEP, REPO, TRAIN_STEPS,  # noqa: F401
+                                  tiny_run)
+
+STEPS = TRAIN_STEPS
 RUN_TIMEOUT_S = 300
 LOSS_RTOL = 1e-6  # see the module docstring
-
-
-def _shared_tiny_run():
-    """tests/model_fixtures.py's run (dataset + compilation cache) if this session made it."""
-    try:
-        from tests import model_fixtures
-    except ImportError:
-        return None
-    run = getattr(model_fixtures, "_MEMO", {}).get("run")
-    if run is None or "JAX_COMPILATION_CACHE_DIR" not in getattr(run, "env", {}):
-        return None
-    tfds_dir = os.path.join(os.path.dirname(run.synthetic_dir), "tfds")
-    info = os.path.join(run.synthetic_dir, "synthetic_info.json")
-    if not (os.path.isdir(tfds_dir) and os.path.exists(info)):
-        return None
-    with open(info) as f:
-        info = json.load(f)
-    if (info.get("num_train"), info.get("num_eval")) != (NUM_TRAIN, NUM_EVAL):
-        return None  # train.py would refuse it (config.data.synthetic_num_* must match)
-    return SimpleNamespace(env=dict(run.env), synthetic_dir=run.synthetic_dir, tfds_dir=tfds_dir)
+assert (STEPS, CHECKPOINT_EVERY) == (12, 2)  # B is killed at step 4 and resumed 2-3 steps later
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tiny_run, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("train")
-    shared = _shared_tiny_run()
-    if shared is None:
-        from datasets import synthetic_generator
-
-        syn = str(root / "synthetic")
-        synthetic_generator.generate(syn, NUM_TRAIN, NUM_EVAL, seed=0, image_size=IMAGE_SIZE,
-                           batch_size=8, progress=False)
-        env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", TF_CPP_MIN_LOG_LEVEL="2",
-                   XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE).strip())
-        shared = SimpleNamespace(env=env, synthetic_dir=syn, tfds_dir=str(root / "tfds"))
-    args = [
-        sys.executable, "train.py", "--config", "configs/tiny.py",
-        f"--config.data.synthetic_dir={shared.synthetic_dir}",
-        f"--config.pipeline.data_dir={shared.tfds_dir}",
-        f"--config.data.synthetic_num_train={NUM_TRAIN}",
-        f"--config.data.synthetic_num_eval={NUM_EVAL}",
-        "--config.model.num_stacks=1", "--config.model.regressor_iterations=1",
-        "--config.loss.terms.silhouette=0",
-        f"--config.num_train_steps={STEPS}", f"--config.checkpoint_every_steps={CHECKPOINT_EVERY}",
-        "--config.log_every_steps=1", "--config.eval_every_steps=1000",
-        "--config.image_every_steps=1000", f"--config.debug_nan_steps=({NAN_STEP},)",
-        "--config.keep_checkpoints=10",  # keep them all, to compare runs step by step
-    ]
-    return SimpleNamespace(root=root, env=shared.env, args=args)
+    return SimpleNamespace(root=root, env=tiny_run.env, args=[sys.executable, *tiny_run.train_args])
 
 
 class Run:
@@ -198,10 +152,9 @@ def assert_same_losses(rows, reference, what):
 
 
 @pytest.fixture(scope="module")
-def run_a(setup):
-    run = Run(setup, setup.root / "A")
-    assert run.finish() == 0, run.describe()
-    return SimpleNamespace(workdir=run.workdir, rows=read_rows(run.workdir), out=run.output()[0])
+def run_a(tiny_run):  # noqa: F811
+    return SimpleNamespace(workdir=tiny_run.workdir, rows=read_rows(tiny_run.workdir),
+                           out=tiny_run.stdout)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import pytest
 
 from bench import ablation
 from hiu_jax import evaluation
-from tests.model_fixtures import REPO, run_python, tiny_run  # noqa: F401
+from tests.model_fixtures import (NUM_EVAL, NUM_TRAIN, REPO, TRAIN_STEPS,  # noqa: F401
+                                  run_python, tiny_run)
 
 
 def test_command_line_splits_common_and_per_variant_overrides(tmp_path):
@@ -113,17 +114,21 @@ def test_two_variants_on_tiny_end_to_end_and_resume(tiny_run, tmp_path):  # noqa
     """One variant first (as if interrupted after it), then both: the first is kept, the second
     trains, and the outputs compare them on the same validation samples."""
     syn = tiny_run.synthetic_dir
-    common = ["-m", "bench.ablation", "--config", "configs/tiny.py", "--steps", "4",
-              "--eval-every", "2", "--out", str(tmp_path),
+    # tiny_run's network and step count: its compiled programs (the train step's schedule
+    # depends on the step count) are cache hits here.
+    steps = TRAIN_STEPS
+    common = ["-m", "bench.ablation", "--config", "configs/tiny.py", "--steps", str(steps),
+              "--eval-every", str(steps // 2), "--out", str(tmp_path),
               f"--config.data.synthetic_dir={syn}",
               f"--config.pipeline.data_dir={os.path.dirname(tiny_run.workdir)}/tfds",
-              "--config.data.synthetic_num_train=16", "--config.data.synthetic_num_eval=8",
+              f"--config.data.synthetic_num_train={NUM_TRAIN}",
+              f"--config.data.synthetic_num_eval={NUM_EVAL}",
               "--config.image_every_steps=100", "--config.model.num_stacks=1",
               "--config.model.regressor_iterations=1", "--config.loss.terms.silhouette=0",
               "--variant", "base"]
     r = run_python(common, tiny_run.env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert os.path.exists(os.path.join(tmp_path, "base", "validation", "step_2.npz"))
+    assert os.path.exists(os.path.join(tmp_path, "base", "validation", f"step_{steps // 2}.npz"))
     r = run_python(common + ["--variant", "norot", "--config.pipeline.rotation_deg=0.0"],
                    tiny_run.env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -136,6 +141,6 @@ def test_two_variants_on_tiny_end_to_end_and_resume(tiny_run, tmp_path):  # noqa
     assert float(rows[0]["pa_mpjpe_mm_diff"]) == 0.0
     assert float(rows[1]["pa_mpjpe_mm_se"]) > 0
     for name in ("base", "norot"):  # validated at the same steps
-        assert sorted(os.listdir(os.path.join(tmp_path, name, "validation"))) == [
-            "step_2.npz", "step_4.npz"]
+        assert sorted(os.listdir(os.path.join(tmp_path, name, "validation"))) == sorted([
+            f"step_{steps // 2}.npz", f"step_{steps}.npz"])
     assert os.path.getsize(os.path.join(tmp_path, "ablation_curves.png")) > 1000
