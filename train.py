@@ -61,7 +61,10 @@ def preempted_exit_status(signal_name: str) -> int:
 
 
 def check_config(config) -> None:
-    """Start-up checks of values the loop divides by or relies on; ValueError naming the key."""
+    """Start-up checks of values the loop divides by or relies on, before JAX or TensorFlow is
+    imported (a bad value fails in a fraction of a second); ValueError naming the key."""
+    if config.parallel not in ("pmap", "mesh"):
+        raise ValueError(f"parallel must be 'pmap' or 'mesh', got {config.parallel!r}")
     for key in sorted(k for k in config.keys() if k.endswith("_every_steps")):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -143,6 +146,7 @@ def maybe_initialize_distributed(config) -> None:
 def train_and_evaluate(config, workdir: str, source=None) -> dict:
     """Runs (or resumes) training. Returns the final metrics. Raises on unrecoverable errors.
     source: (config file, overrides) to record in the workdir (runs.write_config_record)."""
+    check_config(config)
     import jax
     import numpy as np
     import tensorflow as tf
@@ -159,9 +163,6 @@ def train_and_evaluate(config, workdir: str, source=None) -> dict:
                 if jax.default_backend() == "cpu" else "")
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
                          f"{jax.device_count()} devices{hint}")
-    if config.parallel not in ("pmap", "mesh"):
-        raise ValueError(f"parallel must be 'pmap' or 'mesh', got {config.parallel!r}")
-    check_config(config)
     loss_registry.check_label_hand_model(
         config.loss, [n for n in config.pipeline.mixture_weights.keys()
                       if n in registry.MANO_LABELLED and config.pipeline.mixture_weights[n] > 0],
