@@ -1,5 +1,5 @@
-"""One tiny trained run per session, shared by tests/test_eval_model.py, tests/test_infer.py,
-tests/test_train.py and tests/bench/test_ablation.py.
+"""One tiny trained run per session (per pytest-xdist worker that needs it), shared by
+tests/test_eval_model.py, tests/test_infer.py, tests/test_train.py and tests/bench/test_ablation.py.
 
 `tiny_run` generates 16 + 8 synthetic hands at 96 px (python -m datasets.synthetic_generator), then
 trains configs/tiny.py for 12 steps with train.py (a lighter network than tiny.py's: one stack, one

@@ -13,9 +13,6 @@ from PIL import Image
 from hiu_jax import metrics, pointsets
 from tests.model_fixtures import NUM_EVAL, REPO, TRAIN_STEPS, run_python, tiny_run  # noqa: F401
 
-# One pytest-xdist worker runs every module that uses the session's tiny run (built once).
-pytestmark = pytest.mark.xdist_group("tiny_run")
-
 NUM_OVERLAY = 4
 PNGS = ("pck_3d.png", "pck_2d.png", "per_joint_error.png", "mask_iou_hist.png", "overlays.png")
 

@@ -16,9 +16,6 @@ from hiu_jax import inference, visualize
 from hiu_jax.geometry import crops, projection, warps
 from tests.model_fixtures import REPO, IMAGE_SIZE, TRAIN_STEPS, run_python, tiny_run  # noqa: F401
 
-# One pytest-xdist worker runs every module that uses the session's tiny run (built once).
-pytestmark = pytest.mark.xdist_group("tiny_run")
-
 # The non-square image: the evaluation image pasted at (OFFSET) into a 150 x 110 canvas, and a box
 # around it.
 CANVAS = (150, 110)

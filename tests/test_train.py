@@ -35,9 +35,6 @@ import pytest
 from tests.model_fixtures import (CHECKPOINT_EVERY, NAN_STEP, REPO, TRAIN_STEPS,  # noqa: F401
                                   tiny_run)
 
-# One pytest-xdist worker runs every module that uses the session's tiny run (built once).
-pytestmark = pytest.mark.xdist_group("tiny_run")
-
 STEPS = TRAIN_STEPS
 RUN_TIMEOUT_S = 300
 LOSS_RTOL = 1e-6  # see the module docstring

@@ -12,9 +12,6 @@ from hiu_jax import evaluation
 from tests.model_fixtures import (NUM_EVAL, NUM_TRAIN, REPO, TRAIN_STEPS,  # noqa: F401
                                   run_python, tiny_run)
 
-# One pytest-xdist worker runs every module that uses the session's tiny run (built once).
-pytestmark = pytest.mark.xdist_group("tiny_run")
-
 
 def test_command_line_splits_common_and_per_variant_overrides(tmp_path):
     run = ablation.parse_command_line([
