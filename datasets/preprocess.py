@@ -195,7 +195,7 @@ def sampled_region(A_inv, crop_size: int, image_hw):
     least one pixel wide. Returns (x0, y0, x1, y1) int32."""
     n = crop_size - 1.0
     corners = crops.apply_affine(A_inv, tf.constant([[0.0, 0.0], [n, 0.0], [0.0, n], [n, n]]),
-                                   xp=tnp)
+                                 xp=tnp)
     low = tf.cast(tf.floor(tf.reduce_min(corners, 0)), tf.int32)
     high = tf.cast(tf.floor(tf.reduce_max(corners, 0)), tf.int32) + 2
     size = tf.stack([image_hw[1], image_hw[0]])  # (W, H)
@@ -307,7 +307,8 @@ def _crop_and_targets(image, mask, ex: dict, draws: dict, knobs: Knobs, train: b
     verts = (verts - root) * tf.cast(has_mesh, f32)
 
     pof_valid = has_3d & flags["has_intrinsics"]
-    safe_cam = tf.where(pof_valid, keypoints_cam, tf.ones_like(keypoints_cam))  # no division by z = 0
+    # no division by z = 0
+    safe_cam = tf.where(pof_valid, keypoints_cam, tf.ones_like(keypoints_cam))
     joints_hm = crops.crop_to_heatmap(projection.project_pinhole(K_out, safe_cam, xp=tnp), N, Mh)
     pof, pof_weight = targets.part_orientation_fields(joints_hm, keypoints_cam, pof_valid, Mh,
                                                       knobs.pof_width)

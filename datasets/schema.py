@@ -227,7 +227,7 @@ def project(K: np.ndarray, xyz: np.ndarray) -> np.ndarray:
     """2D labels: the pinhole projection (hiu_jax.geometry.projection.project_pinhole) in float64.
     K (3, 3), xyz (N, 3) metres -> uv (N, 2) float32 pixels."""
     return np.asarray(projection.project_pinhole(K.astype(np.float64), xyz.astype(np.float64),
-                                              xp=np), np.float32)
+                                                 xp=np), np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

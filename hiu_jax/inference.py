@@ -113,14 +113,14 @@ def crop_for(image_hw, box, config) -> tuple[np.ndarray, np.ndarray, float]:
         box = np.asarray(box, np.float64)
         center, size = crops.box_center_size(box[:2], box[2:])
         side = float(crops.hand_crop_side(size, float(config.pipeline.crop_padding),
-                                            float(config.pipeline.min_box_size)))
+                                          float(config.pipeline.min_box_size)))
     return crops.crop_matrix(center, side, int(config.crop_size)), center, side
 
 
 def crop_to_image(points, S) -> np.ndarray:
     """Crop pixel coordinates (..., 2) -> image pixels (..., 2) by S^-1."""
     return crops.apply_affine(crops.invert_affine(np.asarray(S, np.float64)),
-                                np.asarray(points, np.float64))
+                              np.asarray(points, np.float64))
 
 
 def predictor(model, variables) -> Callable[[np.ndarray], dict]:

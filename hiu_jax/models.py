@@ -400,7 +400,7 @@ class HIUNet(nn.Module):
             m = cfg.heatmap_size
             regions = keypoint_maps.soft_bone_regions(keypoints_hm, m, 1.0)
             bones = keypoint_maps.pooled_bone_vectors(jax.lax.stop_gradient(outputs["pof"][-1]),
-                                                 regions)
+                                                      regions)
             keypoints_unit = 2.0 * (keypoints_hm + 0.5) / m - 1.0  # the crop spans [-1, 1]
             vector = jnp.concatenate([vector.astype(jnp.float32),
                                       keypoints_unit.reshape(b, -1), bones.reshape(b, -1)], -1)
@@ -419,7 +419,8 @@ class HIUNet(nn.Module):
             cam = camera_from_theta(theta, layout, cfg.init_cam_scale, hand["keypoints_3d"])
             outputs["cam"].append(cam)
             outputs["keypoints_3d_iters"].append(hand["keypoints_3d"])
-            outputs["keypoints_2d_iters"].append(crop_camera_projection(hand["keypoints_3d"], cam, crop))
+            outputs["keypoints_2d_iters"].append(
+                crop_camera_projection(hand["keypoints_3d"], cam, crop))
         outputs["vertices"] = hand["vertices"]
         outputs["keypoints_3d"] = hand["keypoints_3d"]
         outputs["keypoints_2d"] = outputs["keypoints_2d_iters"][-1]

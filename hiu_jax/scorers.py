@@ -503,7 +503,8 @@ def camera_scale(s: Samples) -> Scored:
     if fit_ok.any():
         crop = s.p["gt_mask"].shape[1]  # the crop's masks are at the crop's size
         fit, valid = projection.weak_perspective_fit(
-            jnp.asarray(s.p["gt_keypoints_3d"][fit_ok]), jnp.asarray(s.p["gt_keypoints_2d"][fit_ok]),
+            jnp.asarray(s.p["gt_keypoints_3d"][fit_ok]),
+            jnp.asarray(s.p["gt_keypoints_2d"][fit_ok]),
             jnp.asarray(s.p["gt_keypoint_visibility"][fit_ok]), crop)
         fit, valid = np.asarray(fit), np.asarray(valid)
         if valid.any():

@@ -52,8 +52,8 @@ def overlay_mask(image, mask, colour=(0.1, 0.8, 0.3), alpha: float = 0.45):
 
 
 def weak_perspective_camera(cam, crop_size: int):
-    """The pinhole camera (K (3, 3), depth) that reproduces geometry.projection.crop_camera_projection
-    for root-relative points placed MESH_DISTANCE metres in front of it."""
+    """The pinhole camera (K (3, 3), depth) that reproduces
+    geometry.projection.crop_camera_projection for root-relative points placed MESH_DISTANCE metres in front of it."""
     s, tx, ty = (float(c) for c in cam)
     f = 0.5 * crop_size * s / PROJECTION_REF * MESH_DISTANCE
     K = np.array([[f, 0, 0.5 * crop_size * (1 + tx)], [0, f, 0.5 * crop_size * (1 + ty)], [0, 0, 1]])
@@ -114,7 +114,7 @@ def overlay_image(image, S, crop, pred, faces, display: int = 256) -> np.ndarray
     to_image = crops.invert_affine(np.asarray(S, np.float64))
     corners = crops.apply_affine(to_image, np.array([[-0.5, -0.5], [n - 0.5, n - 0.5]]))
     view = crops.crop_matrix(corners.mean(0), OVERLAY_CONTEXT * (corners[1, 0] - corners[0, 0]),
-                               d)
+                             d)
     kp = crops.apply_affine(to_image, np.asarray(pred["keypoints_2d"], np.float64))
     left = draw_skeleton(warps.crop_image(image, view, d), crops.apply_affine(view, kp))
     canvas = Image.fromarray(to_uint8(left))

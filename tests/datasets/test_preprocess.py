@@ -58,9 +58,9 @@ def test_left_hand_is_mirrored_to_right():
     image[:, ::-1], u -> N - 1 - u, x -> -x; hand_side 0, has_mano 0, labels consistent."""
     cfg = no_colour(config())
     right = flat(first(source(fakes.canonical_examples(n=4, hand_side=0, disc_radius=8, blob_joint=3)),
-                         cfg, batch=4, train=False))
+                       cfg, batch=4, train=False))
     left = flat(first(source(fakes.canonical_examples(n=4, hand_side=1, disc_radius=8, blob_joint=3)),
-                        cfg, batch=4, train=False))
+                      cfg, batch=4, train=False))
     np.testing.assert_allclose(left["image"], right["image"][:, :, ::-1], atol=2e-5)
     np.testing.assert_array_equal(left["mask"], right["mask"][:, :, ::-1])
     np.testing.assert_allclose(left["keypoints_2d"][..., 0], CROP - 1 - right["keypoints_2d"][
@@ -159,7 +159,7 @@ def test_warp_of_the_sampled_region_equals_the_warp_of_the_whole_image():
         R = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0],
                       [0, 0, 1]])
         S = crops.crop_matrix(rng.uniform(-30, [w + 30, h + 30]), rng.uniform(8, 2 * max(h, w)),
-                                n) @ R
+                              n) @ R
         A_inv = tf.constant(np.linalg.inv(S), tf.float32)
         whole = tf.concat([tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.float32)], -1)
         expected = preprocess.warp_projective(whole, A_inv, n).numpy()

@@ -292,7 +292,7 @@ def test_mano_pose_target_convention(mano):
     np.testing.assert_allclose(got, full_rotmats(dev, mano.hands_mean), atol=2e-6)  # float32
     with pytest.raises(ValueError, match="needs the MANO model"):
         losses.mano_pose_loss({"mano_rotmats": full_rotmats(dev, mano.hands_mean)},
-                                {"mano_pose": dev}, losses.term_config(loss_block()))
+                              {"mano_pose": dev}, losses.term_config(loss_block()))
 
 
 def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano):
@@ -305,7 +305,7 @@ def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano)
     cfg = losses.term_config(loss_block(), mano)
     flat = jnp.zeros((2,))
     at_label = losses.mano_pose_loss(pred, {"mano_pose": jnp.asarray(dev),
-                                              "mano_flat_hand_mean": flat}, cfg)
+                                            "mano_flat_hand_mean": flat}, cfg)
     np.testing.assert_allclose(at_label, 0.0, atol=1e-5)
     # The same global rotations written the other way round the circle.
     g = dev[:, :3].astype(np.float64)
@@ -313,13 +313,13 @@ def test_mano_pose_loss_is_zero_at_the_label_and_unchanged_across_the_wrap(mano)
     wrapped = dev.copy()
     wrapped[:, :3] = g * (1.0 - 2.0 * np.pi / angle)
     again = losses.mano_pose_loss(pred, {"mano_pose": jnp.asarray(wrapped),
-                                           "mano_flat_hand_mean": flat}, cfg)
+                                         "mano_flat_hand_mean": flat}, cfg)
     np.testing.assert_allclose(again, 0.0, atol=1e-5)
     # A global rotation 0.3 rad away on one joint of 16: 8 sin^2(0.15) / 16.
     turned = dev.copy()
     turned[:, :3] = (Rotation.from_rotvec(g) * Rotation.from_rotvec([[0.0, 0.3, 0.0]] * 2)).as_rotvec()
     value = losses.mano_pose_loss(pred, {"mano_pose": jnp.asarray(turned),
-                                           "mano_flat_hand_mean": flat}, cfg)
+                                         "mano_flat_hand_mean": flat}, cfg)
     np.testing.assert_allclose(value, 8 * np.sin(0.15) ** 2 / 16, rtol=1e-4)
     with pytest.raises(ValueError, match="48-value"):
         losses.pose_prior_loss({"mano_pose": jnp.zeros((2, 0))}, {}, loss_block())
@@ -603,7 +603,7 @@ def test_heatmap_keypoints_are_zero_on_gaussians_at_the_labels(mano):
     assert np.all(at <= bound)
     moved = dict(batch, keypoints_2d=kp + 8.0)
     assert np.all(np.asarray(losses.heatmap_keypoints_loss({"heatmaps": [jnp.asarray(heat)]}, moved,
-                                                      cfg)) > bound)
+                                                           cfg)) > bound)
 
 
 def test_ramp_factor_and_its_validation():
